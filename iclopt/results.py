@@ -1,0 +1,147 @@
+"""The result of an optimization: best prompt, scores, cost, trace; saved as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iclopt.data import Example
+from iclopt.errors import InputDataError
+from iclopt.prompts import Message, Prompt, Template
+
+__all__ = ["OptimizationResult", "write_json_atomic"]
+
+FORMAT_VERSION = 1
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file, so no half-written file remains."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class OptimizationResult:
+    """What :func:`iclopt.optimize` returns, and what ``iclopt optimize --out`` writes.
+
+    Attributes:
+        best: The best prompt found (ids into the task's pool).
+        demos: The best prompt's demonstrations, in order (kept so that the result
+            renders prompts without the task).
+        val_score: Validation score of ``best``.
+        test_score: Test score of ``best`` (``None`` without a test set).
+        template: The template the prompts were rendered with.
+        trace: Every evaluated prompt with its score and cost.
+        cost: Cost of the search (validation evaluations).
+        test_cost: Cost of scoring the best prompt on the test set.
+        config: Every setting of the run, seed included.
+        model: Identity of the LLM.
+        task: Task name.
+    """
+
+    best: Prompt
+    demos: list[Example]
+    val_score: float
+    test_score: float | None
+    template: Template = field(default_factory=Template)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    cost: dict[str, Any] = field(default_factory=dict)
+    test_cost: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    task: str = ""
+
+    def render(self, query: str) -> str | list[Message]:
+        """The final prompt for ``query``: text, or chat messages for a chat template."""
+        return self.template.render(self.best.instruction, self.demos, query)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (the artifact)."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "task": self.task,
+            "model": self.model,
+            "prompt": {
+                "instruction": self.best.instruction,
+                "demos": [
+                    {
+                        "pool_id": pid,
+                        "id": ex.id,
+                        "input": ex.input,
+                        "output": ex.output if isinstance(ex.output, str) else list(ex.output),
+                    }
+                    for pid, ex in zip(self.best.demos, self.demos)
+                ],
+            },
+            "val_score": self.val_score,
+            "test_score": self.test_score,
+            "cost": self.cost,
+            "test_cost": self.test_cost,
+            "template": self.template.as_dict(),
+            "config": self.config,
+            "trace": self.trace,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the JSON artifact atomically."""
+        write_json_atomic(path, self.as_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> OptimizationResult:
+        """Read an artifact written by :meth:`save`.
+
+        Raises:
+            InputDataError: The file is missing or not such an artifact.
+        """
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+            demos = d["prompt"]["demos"]
+            return cls(
+                best=Prompt(d["prompt"]["instruction"], tuple(x["pool_id"] for x in demos)),
+                demos=[
+                    Example(
+                        x["input"],
+                        x["output"] if isinstance(x["output"], str) else tuple(x["output"]),
+                        id=str(x.get("id", "")),
+                    )
+                    for x in demos
+                ],
+                val_score=float(d["val_score"]),
+                test_score=None if d.get("test_score") is None else float(d["test_score"]),
+                template=Template.from_dict(d.get("template", {})),
+                trace=list(d.get("trace", [])),
+                cost=dict(d.get("cost", {})),
+                test_cost=dict(d.get("test_cost", {})),
+                config=dict(d.get("config", {})),
+                model=str(d.get("model", "")),
+                task=str(d.get("task", "")),
+            )
+        except FileNotFoundError:
+            raise InputDataError(f"{path}: file not found") from None
+        except (
+            OSError,
+            UnicodeDecodeError,
+            json.JSONDecodeError,
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as exc:
+            raise InputDataError(
+                f"{path}: not an iclopt result ({type(exc).__name__}: {exc})"
+            ) from None

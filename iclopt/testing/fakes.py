@@ -1,0 +1,71 @@
+"""A deterministic fake LLM whose answers depend on the demonstrations it is shown."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from iclopt.errors import LLMError
+from iclopt.llms.base import LLM
+
+__all__ = ["FakeLLM"]
+
+_BLOCK = re.compile(r"Input: (.*?)\nOutput: ?(.*?)(?:\n\n|$)", re.S)
+
+
+def _overlap(a: str, b: str) -> int:
+    return len(set(a.lower().split()) & set(b.lower().split()))
+
+
+class FakeLLM(LLM):
+    """Answers a completion-style prompt with the output of the most similar demonstration.
+
+    Similarity is word overlap between inputs (ties: the later demonstration), so the
+    choice and order of demonstrations change the answers, as with a real model.
+
+    Args:
+        fail_on: If this substring occurs in a prompt, the call raises
+            :class:`~iclopt.errors.LLMError` (to test failure handling).
+    """
+
+    def __init__(self, *, fail_on: str | None = None) -> None:
+        self.fail_on = fail_on
+        self.calls = 0
+        self.prompts_seen = 0
+
+    @property
+    def identity(self) -> str:
+        """Fixed identity."""
+        return "fake-llm-v1"
+
+    def _answer(self, prompt: str) -> str:
+        if self.fail_on is not None and self.fail_on in prompt:
+            raise LLMError(f"fake failure on {self.fail_on!r}")
+        *demos, last = prompt.split("\n\n")
+        query = last.removeprefix("Input: ").split("\nOutput:")[0]
+        best, best_score = "", -1
+        for block in demos:
+            m = _BLOCK.match(block + "\n\n")
+            if m is None:
+                continue
+            score = _overlap(m.group(1), query)
+            if score >= best_score:
+                best, best_score = m.group(2).strip(), score
+        return best
+
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int = 16, stop: Sequence[str] = ()
+    ) -> list[str]:
+        """The most similar demonstration's output, with a leading space."""
+        self.calls += 1
+        self.prompts_seen += len(prompts)
+        return [" " + self._answer(p) for p in prompts]
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """0.0 for the continuation :meth:`generate` would give, -5.0 otherwise."""
+        self.calls += 1
+        self.prompts_seen += len(prompts)
+        return [
+            0.0 if c.strip() == self._answer(p) else -5.0
+            for p, c in zip(prompts, continuations, strict=True)
+        ]

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT.parent / "shared" / "benchmarks" / "instruction_induction"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ICLOPT_CACHE_DIR", str(ROOT / ".iclopt-cache"))
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """The real embedded model, loaded once per test session."""
+    from iclopt.llms import smollm2
+
+    return smollm2().load()
+
+
+@pytest.fixture()
+def fake():
+    from iclopt.testing import FakeLLM
+
+    return FakeLLM()
+
+
+@pytest.fixture()
+def bench():
+    if not BENCH.is_dir():
+        pytest.skip("../shared/benchmarks is not beside the checkout")
+    return BENCH
