@@ -28,7 +28,9 @@ def test_benchmark_task_protocol_sizes(bench):
     assert (len(task.pool), len(task.val), len(task.test)) == (100, 20, 100)
     assert task.labels == ("negative", "positive")
     assert task.metric == "label_accuracy"
-    syn = load_task(pool=bench / "induce" / "synonyms_v1.json", val=bench / "valid" / "synonyms_v1.json")
+    syn = load_task(
+        pool=bench / "induce" / "synonyms_v1.json", val=bench / "valid" / "synonyms_v1.json"
+    )
     assert syn.metric == "contains" and syn.labels is None
 
 
