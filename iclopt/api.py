@@ -6,11 +6,15 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from iclopt.bandits import OPTIMIZERS, Optimizer
 from iclopt.data import Task
+from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError
 from iclopt.evaluation import Budget, Cost, Evaluation, Evaluator, ResultCache, Scoring
 from iclopt.llms import LLM, get_llm
@@ -19,7 +23,7 @@ from iclopt.prompts import Template
 from iclopt.results import OptimizationResult
 from iclopt.search import TraceEntry, run_search
 
-__all__ = ["default_cache_path", "optimize"]
+__all__ = ["ComparisonResult", "compare", "default_cache_path", "optimize"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +98,7 @@ def optimize(
     else:
         optimizer = method
     model = get_llm(llm)
-    if isinstance(cache, ResultCache):
-        store: ResultCache | None = cache
-    elif cache is True:
-        store = ResultCache(default_cache_path())
-    elif cache is False or cache is None:
-        store = None
-    else:
-        store = ResultCache(cache)
+    store = _result_cache(cache)
     search_budget = Budget(
         max_evaluations=budget, max_llm_calls=max_llm_calls, max_prompt_tokens=max_prompt_tokens
     )
@@ -163,3 +160,195 @@ def optimize(
         model=model.identity,
         task=task.name,
     )
+
+
+@dataclass
+class ComparisonResult:
+    """Outcome of :func:`compare`: one row per (method, seed) and a summary per method."""
+
+    task: str
+    model: str
+    k: int
+    seeds: list[int]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> list[dict[str, Any]]:
+        """Per method: mean and std (over seeds) of test and val scores; mean cost per run."""
+        out = []
+        for method in dict.fromkeys(r["method"] for r in self.runs):
+            rows = [r for r in self.runs if r["method"] == method]
+
+            def stat(
+                key: str, rows: list[dict[str, Any]] = rows
+            ) -> tuple[float | None, float | None]:
+                vals = [r[key] for r in rows if r[key] is not None]
+                if not vals:
+                    return None, None
+                return float(np.mean(vals)), float(np.std(vals))
+
+            test_mean, test_std = stat("test_score")
+            val_mean, val_std = stat("val_score")
+            out.append(
+                {
+                    "method": method,
+                    "test_mean": test_mean,
+                    "test_std": test_std,
+                    "val_mean": val_mean,
+                    "val_std": val_std,
+                    "llm_calls": float(np.mean([r["llm_calls"] for r in rows])),
+                    "prompt_tokens": float(np.mean([r["prompt_tokens"] for r in rows])),
+                    "seconds": float(np.mean([r["seconds"] for r in rows])),
+                    "runs": len(rows),
+                }
+            )
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "task": self.task,
+            "model": self.model,
+            "k": self.k,
+            "seeds": self.seeds,
+            "summary": self.summary,
+            "runs": self.runs,
+            "config": self.config,
+        }
+
+    def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write Markdown, CSV, JSON and the PNG bar chart into ``out_dir``."""
+        from iclopt.reports.comparison import write_comparison
+
+        return write_comparison(self.as_dict(), out_dir)
+
+
+def compare(
+    task: Task,
+    methods: Sequence[str],
+    *,
+    llm: str | LLM = "smollm2",
+    embedder: Embedder | None = None,
+    k: int = 5,
+    seeds: int | Sequence[int] = 3,
+    budget: int = 20,
+    template: Template | None = None,
+    scoring: Scoring = "auto",
+    max_new_tokens: int = 16,
+    cache: str | os.PathLike[str] | ResultCache | bool = True,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+) -> ComparisonResult:
+    """Run demonstration-selection methods over seeds on one task, LLM and k.
+
+    Task-level methods give one prompt, scored on the validation and test sets.
+    Per-query methods (similarity, dpp, mdl) build each query's own prompt, and the
+    scores average over those prompts. Costs count every LLM call a method made:
+    while fitting (sampling, probing, searching) and while being scored.
+
+    Args:
+        task: The task.
+        methods: Names from ``iclopt.selectors.SELECTORS``.
+        llm: The LLM or its name.
+        embedder: Text embedder for retrieval methods; default all-MiniLM-L6-v2 (offline).
+        k: Demonstrations per prompt.
+        seeds: Number of seeds (0, 1, ...) or the seeds themselves.
+        budget: Validation evaluations for search methods (best-of-n).
+        template: Prompt template.
+        scoring: ``"auto"``, ``"generate"`` or ``"labels"``.
+        max_new_tokens: Generation cap.
+        cache: As in :func:`optimize`.
+        on_run: Called with each finished (method, seed) row.
+
+    Returns:
+        Per-run rows and a per-method summary; ``.save(dir)`` writes table and plot.
+    """
+    from iclopt.selectors import SELECTORS, FitContext
+
+    _check_int("k", k, 1)
+    _check_int("budget", budget, 1)
+    if k > len(task.pool):
+        raise InputDataError(
+            f"k={k} is larger than the pool of task {task.name!r} ({len(task.pool)})"
+        )
+    if not methods:
+        raise InputDataError("no methods to compare")
+    classes = {m: SELECTORS.get(m) for m in methods}
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise InputDataError("need at least one seed")
+    model = get_llm(llm)
+    store = _result_cache(cache)
+    if embedder is None:  # loads its model only if a method embeds something
+        from iclopt.embedders import default_embedder
+
+        embedder = default_embedder()
+    ev_kwargs = {
+        "template": template,
+        "scoring": scoring,
+        "max_new_tokens": max_new_tokens,
+        "cache": store,
+    }
+    result = ComparisonResult(task=task.name, model=model.identity, k=k, seeds=seed_list)
+    for method, cls in classes.items():
+        for seed in seed_list:
+            spent = Budget()
+            ctx = FitContext(
+                llm=model, embedder=embedder, budget=budget, evaluator_kwargs=ev_kwargs, spent=spent
+            )
+            start = time.perf_counter()
+            sel = cls(seed=seed).fit(task, ctx)
+            ev = Evaluator(task, model, budget=spent, **ev_kwargs)
+            row: dict[str, Any] = {"method": method, "seed": seed}
+            if cls.per_query:
+                val = ev.evaluate_per_query(
+                    [sel.select(task, k, query=q.input) for q in task.val], task.val
+                )
+                row["prompt"] = None
+            else:
+                prompt = sel.select(task, k)
+                val = ev.evaluate(prompt, task.val)
+                row["prompt"] = prompt.as_dict()
+            test_score: float | None = None
+            if task.test:
+                if cls.per_query:
+                    test = ev.evaluate_per_query(
+                        [sel.select(task, k, query=q.input) for q in task.test], task.test
+                    )
+                else:
+                    test = ev.evaluate(prompt, task.test)
+                test_score = test.score
+            row.update(
+                {
+                    "val_score": val.score,
+                    "test_score": test_score,
+                    "llm_calls": spent.spent.llm_calls,
+                    "prompt_tokens": spent.spent.prompt_tokens,
+                    "cache_hits": spent.spent.cache_hits,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            result.runs.append(row)
+            if on_run is not None:
+                on_run(row)
+    result.config = {
+        "methods": list(methods),
+        "k": k,
+        "seeds": seed_list,
+        "budget": budget,
+        "scoring": ev.scoring,
+        "max_new_tokens": max_new_tokens,
+        "embedder": embedder.identity if embedder is not None else None,
+        "sizes": {"pool": len(task.pool), "val": len(task.val), "test": len(task.test)},
+    }
+    return result
+
+
+def _result_cache(cache: str | os.PathLike[str] | ResultCache | bool) -> ResultCache | None:
+    if isinstance(cache, ResultCache):
+        return cache
+    if cache is True:
+        return ResultCache(default_cache_path())
+    if cache is False or cache is None:
+        return None
+    return ResultCache(cache)

@@ -21,7 +21,7 @@ app = typer.Typer(
     name="iclopt",
     help=(
         "Find the instruction and ORDERED few-shot exemplars that make an LLM do a task "
-        "best, within a budget of LLM calls."
+        "best, within a budget of LLM calls; compare with the classic selection heuristics."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -63,6 +63,30 @@ class ScoringMode(str, Enum):
     labels = "labels"
 
 
+# Options shared by `optimize` and `compare`.
+O_TASK = typer.Option(None, "--task", help="A built-in task (see `iclopt tasks`).")
+O_POOL = typer.Option(None, help="File of candidate demonstrations (.json/.jsonl/.csv/.parquet, a saved HF dataset dir, or hf:NAME[:CONFIG][@SPLIT]).")
+O_VAL = typer.Option(None, help="File of validation queries: prompts are scored on these.")
+O_TEST = typer.Option(None, help="File of held-out test queries: final prompts are scored on these.")
+O_DATA = typer.Option(None, help="One file, shuffled with --split-seed and cut into val, test and pool (instead of --pool/--val/--test).")
+O_INPUT_COL = typer.Option("input", help="Column (field) holding the input text.")
+O_OUTPUT_COL = typer.Option("output", help="Column holding the answer (text, or a list of acceptable answers).")
+O_POOL_SIZE = typer.Option(100, min=1, help="Keep at most this many pool examples (the first ones).")
+O_VAL_SIZE = typer.Option(20, min=1, help="Keep at most this many validation queries.")
+O_TEST_SIZE = typer.Option(100, min=1, help="Keep at most this many test queries.")
+O_SPLIT_SEED = typer.Option(0, help="Seed of the shuffle that splits --data.")
+O_LABELS = typer.Option("auto", help="Label set of a classification task: 'auto' (inferred from the pool), 'none', or comma-separated labels.")
+O_METRIC = typer.Option("auto", help="exact_match, contains, token_f1, set_match, label_accuracy, or 'auto' (chosen from the task).")
+O_K = typer.Option(5, min=1, help="Number of demonstrations in the prompt.")
+O_MODEL = typer.Option("smollm2", help="LLM: 'smollm2' (embedded, offline), a local transformers model directory, a .gguf file, or hf:HUB_ID (online only).")
+O_TEMPLATE = typer.Option(TemplateStyle.completion, help="'completion' (Input:/Output: text) or 'chat' (the model's chat template).")
+O_SCORING = typer.Option(ScoringMode.auto, help="'generate' (greedy answer, then the metric), 'labels' (most likely label), or 'auto' (labels for classification tasks).")
+O_MAX_NEW_TOKENS = typer.Option(16, min=1, help="Generation cap per answer.")
+O_CACHE = typer.Option(None, help="Result cache (SQLite). Default: $ICLOPT_CACHE_DIR/results.sqlite or ~/.cache/iclopt/results.sqlite.")
+O_NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the result cache.")
+O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -86,9 +110,7 @@ def _labels(value: str) -> Any:
     return labels
 
 
-def _instructions(
-    instruction: list[str] | None, instructions_file: Path | None
-) -> list[str | None]:
+def _instructions(instruction: list[str] | None, instructions_file: Path | None) -> list[str | None]:
     found: list[str | None] = list(instruction or [])
     if instructions_file is not None:
         try:
@@ -96,106 +118,21 @@ def _instructions(
         except FileNotFoundError:
             raise InputDataError(f"{instructions_file}: file not found") from None
         except UnicodeDecodeError as exc:
-            raise InputDataError(
-                f"{instructions_file}: not valid UTF-8 (byte {exc.start})"
-            ) from None
+            raise InputDataError(f"{instructions_file}: not valid UTF-8 (byte {exc.start})") from None
         found += [line.strip() for line in text.splitlines() if line.strip()]
     return found or [None]
 
 
-@app.command()
-@_one_line_errors
-def optimize(
-    task: str = typer.Option(None, "--task", help="A built-in task (see `iclopt tasks`)."),
-    pool: str = typer.Option(
-        None,
-        help="File of candidate demonstrations (.json/.jsonl/.csv/.parquet, a saved HF dataset dir, or hf:NAME[:CONFIG][@SPLIT]).",
-    ),
-    val: str = typer.Option(None, help="File of validation queries: prompts are scored on these."),
-    test: str = typer.Option(
-        None, help="File of held-out test queries: the best prompt is scored once on these."
-    ),
-    data: str = typer.Option(
-        None,
-        help="One file, shuffled with --split-seed and cut into val, test and pool (instead of --pool/--val/--test).",
-    ),
-    input_col: str = typer.Option("input", help="Column (field) holding the input text."),
-    output_col: str = typer.Option(
-        "output", help="Column holding the answer (text, or a list of acceptable answers)."
-    ),
-    pool_size: int = typer.Option(
-        100, min=1, help="Keep at most this many pool examples (the first ones)."
-    ),
-    val_size: int = typer.Option(20, min=1, help="Keep at most this many validation queries."),
-    test_size: int = typer.Option(100, min=1, help="Keep at most this many test queries."),
-    split_seed: int = typer.Option(0, help="Seed of the shuffle that splits --data."),
-    labels: str = typer.Option(
-        "auto",
-        help="Label set of a classification task: 'auto' (inferred from the pool), 'none', or comma-separated labels.",
-    ),
-    metric: str = typer.Option(
-        "auto",
-        help="exact_match, contains, token_f1, set_match, label_accuracy, or 'auto' (chosen from the task).",
-    ),
-    k: int = typer.Option(5, min=1, help="Number of demonstrations in the prompt."),
-    budget: int = typer.Option(
-        60,
-        min=1,
-        help="Validation evaluations the search may spend (each scores one prompt on every validation query).",
-    ),
-    method: str = typer.Option("best-of-n", help="Search method (see `iclopt methods`)."),
-    model: str = typer.Option(
-        "smollm2",
-        help="LLM: 'smollm2' (embedded, offline), a local transformers model directory, a .gguf file, or hf:HUB_ID (online only).",
-    ),
-    seed: int = typer.Option(0, help="Seed of the search."),
-    instruction: list[str] = typer.Option(
-        None,
-        help="Candidate instruction (repeat for several; searched jointly with the exemplars).",
-    ),
-    instructions_file: Path = typer.Option(
-        None, help="File with one candidate instruction per line."
-    ),
-    template: TemplateStyle = typer.Option(
-        TemplateStyle.completion,
-        help="'completion' (Input:/Output: text) or 'chat' (the model's chat template).",
-    ),
-    scoring: ScoringMode = typer.Option(
-        ScoringMode.auto,
-        help="'generate' (greedy answer, then the metric), 'labels' (most likely label), or 'auto' (labels for classification tasks).",
-    ),
-    max_new_tokens: int = typer.Option(16, min=1, help="Generation cap per answer."),
-    max_llm_calls: int = typer.Option(
-        None, min=1, help="Optional hard cap on LLM calls (cache hits are free)."
-    ),
-    max_prompt_tokens: int = typer.Option(
-        None, min=1, help="Optional hard cap on prompt tokens sent to the LLM."
-    ),
-    cache: Path = typer.Option(
-        None,
-        help="Result cache (SQLite). Default: $ICLOPT_CACHE_DIR/results.sqlite or ~/.cache/iclopt/results.sqlite.",
-    ),
-    no_cache: bool = typer.Option(
-        False, "--no-cache", help="Do not read or write the result cache."
-    ),
-    out_path: Path = typer.Option(
-        None, "--out", help="Write the JSON result (prompt, scores, cost, trace, config) here."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-) -> None:
-    """Search the best instruction + ordered exemplars for a task and report its scores.
-
-    Give the task as --task NAME, as --pool/--val[/--test] files, or as one --data file.
-    """
-    from iclopt.api import optimize as run_optimize
+def _build_task(
+    task: str | None, pool: str | None, val: str | None, test: str | None, data: str | None,
+    input_col: str, output_col: str, pool_size: int, val_size: int, test_size: int,
+    split_seed: int, labels: str, metric: str, k: int,
+) -> Any:
+    """The task named by the shared task options of ``optimize`` and ``compare``."""
     from iclopt.data import load_task
     from iclopt.datasets import get_task
-    from iclopt.llms import get_llm
-    from iclopt.llms.hf import HFModel
-    from iclopt.prompts import Template
-    from iclopt.results import OptimizationResult
+    from iclopt.metrics import get_metric
 
-    _quiet_libraries()
     sources = [x for x in (pool, val, test, data) if x is not None]
     if task is not None and sources:
         raise InputDataError("give either --task or data files, not both")
@@ -205,99 +142,202 @@ def optimize(
             the_task.metric = metric
     elif sources:
         the_task = load_task(
-            pool=pool,
-            val=val,
-            test=test,
-            data=data,
-            input_col=input_col,
-            output_col=output_col,
-            pool_size=pool_size,
-            val_size=val_size,
-            test_size=test_size,
-            split_seed=split_seed,
-            metric=metric,
-            labels=_labels(labels),
+            pool=pool, val=val, test=test, data=data, input_col=input_col, output_col=output_col,
+            pool_size=pool_size, val_size=val_size, test_size=test_size, split_seed=split_seed,
+            metric=metric, labels=_labels(labels),
         )
     else:
         raise InputDataError("no task: give --task NAME, --pool/--val/--test files, or --data FILE")
-    from iclopt.metrics import get_metric
-
     get_metric(the_task.metric)
     if k > len(the_task.pool):
         raise InputDataError(f"--k {k} is larger than the pool ({len(the_task.pool)} examples)")
-    from iclopt.bandits import OPTIMIZERS
+    return the_task
 
-    OPTIMIZERS.get(method)
-    cands = _instructions(instruction, instructions_file)
-    if out_path is not None and out_path.exists() and out_path.is_dir():
-        raise InputDataError(f"{out_path}: is a directory; --out needs a file path")
+
+def _load_llm(model: str) -> Any:
+    from iclopt.llms import get_llm
+    from iclopt.llms.hf import HFModel
+
     llm = get_llm(model)
     if isinstance(llm, HFModel):
         with err.status(f"loading {model} ..."):
             llm.load()
-    store: Any = False if no_cache else (cache if cache is not None else True)
+    return llm
 
-    kind = (
-        "label scoring"
-        if (scoring == ScoringMode.labels or (scoring == ScoringMode.auto and the_task.labels))
-        else "generation"
-    )
+
+def _describe(the_task: Any, llm: Any, scoring: ScoringMode) -> None:
+    labels = scoring == ScoringMode.labels or (scoring == ScoringMode.auto and the_task.labels)
+    metric = the_task.metric if isinstance(the_task.metric, str) else "custom"
     err.print(
-        f"task [bold]{the_task.name}[/]: pool {len(the_task.pool)}, val {len(the_task.val)}, "
-        f"test {len(the_task.test)}; metric {the_task.metric if isinstance(the_task.metric, str) else 'custom'}; "
-        f"{kind}; model {llm.identity}",
-        highlight=False,
+        f"task {the_task.name}: pool {len(the_task.pool)}, val {len(the_task.val)}, "
+        f"test {len(the_task.test)}; metric {metric}; "
+        f"{'label scoring' if labels else 'generation'}; model {llm.identity}",
+        highlight=False, markup=False,
     )
+
+
+def _progress(quiet: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("best val {task.fields[best]}"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet,
-        transient=False,
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=err, disable=quiet,
     )
+
+
+@app.command()
+@_one_line_errors
+def optimize(
+    task: str = O_TASK,
+    pool: str = O_POOL,
+    val: str = O_VAL,
+    test: str = O_TEST,
+    data: str = O_DATA,
+    input_col: str = O_INPUT_COL,
+    output_col: str = O_OUTPUT_COL,
+    pool_size: int = O_POOL_SIZE,
+    val_size: int = O_VAL_SIZE,
+    test_size: int = O_TEST_SIZE,
+    split_seed: int = O_SPLIT_SEED,
+    labels: str = O_LABELS,
+    metric: str = O_METRIC,
+    k: int = O_K,
+    budget: int = typer.Option(60, min=1, help="Validation evaluations the search may spend (each scores one prompt on every validation query)."),
+    method: str = typer.Option("best-of-n", help="Search method (see `iclopt methods`)."),
+    model: str = O_MODEL,
+    seed: int = typer.Option(0, help="Seed of the search."),
+    instruction: list[str] = typer.Option(None, help="Candidate instruction (repeat for several; searched jointly with the exemplars)."),
+    instructions_file: Path = typer.Option(None, help="File with one candidate instruction per line."),
+    template: TemplateStyle = O_TEMPLATE,
+    scoring: ScoringMode = O_SCORING,
+    max_new_tokens: int = O_MAX_NEW_TOKENS,
+    max_llm_calls: int = typer.Option(None, min=1, help="Optional hard cap on LLM calls (cache hits are free)."),
+    max_prompt_tokens: int = typer.Option(None, min=1, help="Optional hard cap on prompt tokens sent to the LLM."),
+    cache: Path = O_CACHE,
+    no_cache: bool = O_NO_CACHE,
+    out_path: Path = typer.Option(None, "--out", help="Write the JSON result (prompt, scores, cost, trace, config) here."),
+    quiet: bool = O_QUIET,
+) -> None:
+    """Search the best instruction + ordered exemplars for a task and report its scores.
+
+    Give the task as --task NAME, as --pool, --val and --test files, or as one --data file.
+    """
+    from iclopt.api import optimize as run_optimize
+    from iclopt.bandits import OPTIMIZERS
+    from iclopt.prompts import Template
+
+    _quiet_libraries()
+    the_task = _build_task(
+        task, pool, val, test, data, input_col, output_col, pool_size, val_size, test_size,
+        split_seed, labels, metric, k,
+    )
+    OPTIMIZERS.get(method)
+    cands = _instructions(instruction, instructions_file)
+    if out_path is not None and out_path.is_dir():
+        raise InputDataError(f"{out_path}: is a directory; --out needs a file path")
+    llm = _load_llm(model)
+    _describe(the_task, llm, scoring)
     best = [float("-inf")]
+    with _progress(quiet) as progress:
+        bar = progress.add_task("searching", total=budget, note="")
 
-    def on_step(entry: Any, ev: Any) -> None:
-        best[0] = max(best[0], entry.score)
-        progress.update(bar, advance=1, best=f"{best[0]:.3f}")
+        def on_step(entry: Any, ev: Any) -> None:
+            best[0] = max(best[0], entry.score)
+            progress.update(bar, advance=1, note=f"best val {best[0]:.3f}")
 
-    with progress:
-        bar = progress.add_task("searching", total=budget, best="-")
-        result: OptimizationResult = run_optimize(
-            the_task,
-            llm=llm,
-            k=k,
-            budget=budget,
-            method=method,
-            seed=seed,
-            instructions=cands,
-            template=Template(style=template.value),
-            scoring=scoring.value,
-            max_new_tokens=max_new_tokens,
-            max_llm_calls=max_llm_calls,
+        result = run_optimize(
+            the_task, llm=llm, k=k, budget=budget, method=method, seed=seed,
+            instructions=cands, template=Template(style=template.value),
+            scoring=scoring.value, max_new_tokens=max_new_tokens, max_llm_calls=max_llm_calls,
             max_prompt_tokens=max_prompt_tokens,
-            cache=store,
-            on_step=on_step,
+            cache=False if no_cache else (cache if cache is not None else True), on_step=on_step,
         )
     result.config["task_source"] = {
-        "task": task,
-        "pool": pool,
-        "val": val,
-        "test": test,
-        "data": data,
-        "input_col": input_col,
-        "output_col": output_col,
-        "split_seed": split_seed,
+        "task": task, "pool": pool, "val": val, "test": test, "data": data,
+        "input_col": input_col, "output_col": output_col, "split_seed": split_seed,
     }
     _print_result(result)
     if out_path is not None:
         result.save(out_path)
         err.print(f"wrote {out_path}", highlight=False)
+
+
+@app.command()
+@_one_line_errors
+def compare(
+    task: str = O_TASK,
+    pool: str = O_POOL,
+    val: str = O_VAL,
+    test: str = O_TEST,
+    data: str = O_DATA,
+    input_col: str = O_INPUT_COL,
+    output_col: str = O_OUTPUT_COL,
+    pool_size: int = O_POOL_SIZE,
+    val_size: int = O_VAL_SIZE,
+    test_size: int = O_TEST_SIZE,
+    split_seed: int = O_SPLIT_SEED,
+    labels: str = O_LABELS,
+    metric: str = O_METRIC,
+    k: int = O_K,
+    methods: str = typer.Option("random,similarity,uncertainty,entropy,best-of-n", help="Comma-separated selection methods (see `iclopt methods`)."),
+    seeds: int = typer.Option(3, min=1, help="Run each method with seeds 0 .. N-1; the table shows mean and std."),
+    budget: int = typer.Option(20, min=1, help="Validation evaluations for search methods (best-of-n)."),
+    model: str = O_MODEL,
+    embedder: str = typer.Option(None, help="sentence-transformers model name or folder for retrieval methods (default: the offline all-MiniLM-L6-v2)."),
+    template: TemplateStyle = O_TEMPLATE,
+    scoring: ScoringMode = O_SCORING,
+    max_new_tokens: int = O_MAX_NEW_TOKENS,
+    cache: Path = O_CACHE,
+    no_cache: bool = O_NO_CACHE,
+    out_dir: Path = typer.Option(..., "--out", help="Folder for comparison.md, .csv, .json and the bar chart comparison.png."),
+    quiet: bool = O_QUIET,
+) -> None:
+    """Compare demonstration-selection methods over seeds: table (Markdown, CSV, JSON) and plot.
+
+    Per-query methods (similarity, dpp, mdl) are scored with each query's own prompt.
+    Costs count every LLM call a method makes, while choosing and while being scored.
+    """
+    from iclopt.api import compare as run_compare
+    from iclopt.prompts import Template
+    from iclopt.selectors import SELECTORS
+
+    _quiet_libraries()
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if not names:
+        raise InputDataError("--methods is empty")
+    for name in names:
+        SELECTORS.get(name)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputDataError(f"{out_dir}: exists and is not a directory")
+    the_task = _build_task(
+        task, pool, val, test, data, input_col, output_col, pool_size, val_size, test_size,
+        split_seed, labels, metric, k,
+    )
+    emb = None
+    if embedder is not None:
+        from iclopt.embedders import SentenceTransformerEmbedder
+
+        emb = SentenceTransformerEmbedder(embedder).load()
+    llm = _load_llm(model)
+    _describe(the_task, llm, scoring)
+    with _progress(quiet) as progress:
+        bar = progress.add_task("comparing", total=len(names) * seeds, note="")
+
+        def on_run(row: dict[str, Any]) -> None:
+            test_s = "n/a" if row["test_score"] is None else f"{row['test_score']:.3f}"
+            progress.update(bar, advance=1, note=f"{row['method']} seed {row['seed']}: test {test_s}")
+
+        result = run_compare(
+            the_task, names, llm=llm, embedder=emb, k=k, seeds=seeds, budget=budget,
+            template=Template(style=template.value), scoring=scoring.value,
+            max_new_tokens=max_new_tokens,
+            cache=False if no_cache else (cache if cache is not None else True), on_run=on_run,
+        )
+    from iclopt.reports.comparison import markdown_table
+
+    paths = result.save(out_dir)
+    out.print(markdown_table(result.summary), highlight=False, markup=False)
+    err.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False)
 
 
 def _print_result(result: Any) -> None:
@@ -358,8 +398,14 @@ def methods() -> None:
     from iclopt.bandits import OPTIMIZERS
     from iclopt.llms import LLMS
     from iclopt.metrics import METRICS
+    from iclopt.selectors import SELECTORS
 
-    for title, reg in (("methods", OPTIMIZERS), ("models", LLMS), ("metrics", METRICS)):
+    for title, reg in (
+        ("optimize --method", OPTIMIZERS),
+        ("compare --methods", SELECTORS),
+        ("models", LLMS),
+        ("metrics", METRICS),
+    ):
         out.print(f"{title}: {', '.join(reg.names())}", highlight=False)
 
 

@@ -326,23 +326,10 @@ class Evaluator:
                 self.cache.put_many(new)
         return [found[k] for k in keys]
 
-    def evaluate(self, prompt: Prompt, examples: Sequence[Example] | None = None) -> Evaluation:
-        """Score ``prompt`` on ``examples`` (default: the validation set).
-
-        Raises:
-            BudgetExhausted: The budget cannot pay for this evaluation; nothing was spent.
-            InputDataError: The prompt's ids are not unique pool indices.
-            LLMError: The LLM failed (never scored as 0).
-        """
-        prompt.validate(len(self.task.pool))
-        queries = list(self.task.val if examples is None else examples)
-        if not queries:
-            raise InputDataError("nothing to evaluate: the query set is empty")
-        if self.budget is not None:
-            self.budget.check(evaluations=1)
-        start = time.perf_counter()
-        cost = Cost(evaluations=1)
-        texts = [self.render(prompt, q.input) for q in queries]
+    def _score(
+        self, texts: list[str], queries: Sequence[Example], cost: Cost
+    ) -> list[dict[str, Any]]:
+        """Answer and score each (rendered text, query) pair."""
         per: list[dict[str, Any]] = []
         if self.scoring == "generate":
             preds = self._cached_call("generate", [(t, "") for t in texts], cost)
@@ -354,27 +341,133 @@ class Evaluator:
                         "score": float(self.metric(pred, q.answers)),
                     }
                 )
-        else:
-            labels = list(self.task.labels or ())
-            rows = [
-                (t, " " + lab if self.template.style == "completion" else lab)
-                for t in texts
-                for lab in labels
-            ]
-            lps = self._cached_call("score", rows, cost)
-            for j, q in enumerate(queries):
-                scores = lps[j * len(labels) : (j + 1) * len(labels)]
-                best = max(range(len(labels)), key=lambda i: scores[i])
-                per.append(
-                    {
-                        "id": q.id,
-                        "prediction": labels[best],
-                        "score": float(self.metric(labels[best], q.answers)),
-                        "label_logprobs": dict(zip(labels, map(float, scores))),
-                    }
-                )
+            return per
+        labels = list(self.task.labels or ())
+        sep = " " if self.template.style == "completion" else ""
+        rows = [(t, sep + lab) for t in texts for lab in labels]
+        lps = self._cached_call("score", rows, cost)
+        for j, q in enumerate(queries):
+            scores = lps[j * len(labels) : (j + 1) * len(labels)]
+            best = max(range(len(labels)), key=lambda i: scores[i])
+            per.append(
+                {
+                    "id": q.id,
+                    "prediction": labels[best],
+                    "score": float(self.metric(labels[best], q.answers)),
+                    "label_logprobs": dict(zip(labels, map(float, scores))),
+                }
+            )
+        return per
+
+    def _begin(self, prompts: Sequence[Prompt], queries: Sequence[Example]) -> None:
+        for p in prompts:
+            p.validate(len(self.task.pool))
+        if not queries:
+            raise InputDataError("nothing to evaluate: the query set is empty")
+        if self.budget is not None:
+            self.budget.check(evaluations=1)
+
+    def _finish(self, cost: Cost, start: float) -> None:
         cost.seconds = time.perf_counter() - start
         if self.budget is not None:
             self.budget.charge(cost)
+
+    def evaluate(self, prompt: Prompt, examples: Sequence[Example] | None = None) -> Evaluation:
+        """Score ``prompt`` on ``examples`` (default: the validation set).
+
+        All queries go to the LLM in one call, so the backend computes the shared
+        instruction + demonstrations once.
+
+        Raises:
+            BudgetExhausted: The budget cannot pay for this evaluation; nothing was spent.
+            InputDataError: The prompt's ids are not unique pool indices.
+            LLMError: The LLM failed (never scored as 0).
+        """
+        queries = list(self.task.val if examples is None else examples)
+        self._begin([prompt], queries)
+        start = time.perf_counter()
+        cost = Cost(evaluations=1)
+        per = self._score([self.render(prompt, q.input) for q in queries], queries, cost)
+        self._finish(cost, start)
         score = sum(p["score"] for p in per) / len(per)
         return Evaluation(prompt=prompt, score=score, per_example=per, cost=cost)
+
+    def evaluate_per_query(
+        self, prompts: Sequence[Prompt], examples: Sequence[Example]
+    ) -> Evaluation:
+        """Score per-query prompts: ``prompts[i]`` answers ``examples[i]`` (one LLM call).
+
+        The returned evaluation's ``prompt`` is empty; each ``per_example`` row carries
+        its own ``demos``. Counts as one evaluation.
+        """
+        if len(prompts) != len(examples):
+            raise InputDataError(
+                f"need one prompt per query, got {len(prompts)} prompts, {len(examples)} queries"
+            )
+        queries = list(examples)
+        self._begin(prompts, queries)
+        start = time.perf_counter()
+        cost = Cost(evaluations=1)
+        texts = [self.render(p, q.input) for p, q in zip(prompts, queries)]
+        per = self._score(texts, queries, cost)
+        for row, p in zip(per, prompts):
+            row["demos"] = list(p.demos)
+        self._finish(cost, start)
+        score = sum(p["score"] for p in per) / len(per)
+        return Evaluation(prompt=Prompt(), score=score, per_example=per, cost=cost)
+
+    def sample(
+        self,
+        prompt: Prompt,
+        queries: Sequence[str],
+        *,
+        n: int,
+        temperature: float,
+        seed: int | None,
+    ) -> tuple[list[list[str]], Cost]:
+        """``n`` sampled answers per query (each sample its own cache entry).
+
+        Args:
+            prompt: Instruction and demonstrations placed before each query.
+            queries: Query inputs.
+            n: Samples per query.
+            temperature: Sampling temperature (> 0).
+            seed: Seed of the sampling; ``None`` also disables caching of the samples.
+
+        Returns:
+            Per query, ``n`` stripped answers; and the cost.
+        """
+        if temperature <= 0 or n < 1:
+            raise InputDataError(
+                f"sampling needs temperature > 0 and n >= 1, got {temperature}, {n}"
+            )
+        prompt.validate(len(self.task.pool))
+        start = time.perf_counter()
+        cost = Cost()
+        texts = [self.render(prompt, q) for q in queries]
+        rows = [(t, i) for t in texts for i in range(n)]
+        settings = {**self.settings(), "temperature": temperature, "seed": seed}
+        keys = [ResultCache.key("sample", self.llm.identity, settings, t, i) for t, i in rows]
+        found = self.cache.get_many(keys) if (self.cache is not None and seed is not None) else {}
+        miss = [j for j, k in enumerate(keys) if k not in found]
+        cost.cache_hits += len(rows) - len(miss)
+        if miss:
+            tokens = sum(self.llm.count_tokens([rows[j][0] for j in miss]))
+            if self.budget is not None:
+                self.budget.check(llm_calls=len(miss), prompt_tokens=tokens)
+            values = self.llm.generate(
+                [rows[j][0] for j in miss],
+                max_new_tokens=self.max_new_tokens,
+                stop=self.stop,
+                temperature=temperature,
+                seed=seed,
+            )
+            cost.llm_calls += len(miss)
+            cost.prompt_tokens += tokens
+            new = {keys[j]: v for j, v in zip(miss, values)}
+            found.update(new)
+            if self.cache is not None and seed is not None:
+                self.cache.put_many(new)
+        self._finish(cost, start)
+        answers = [str(found[k]).strip() for k in keys]
+        return [answers[i * n : (i + 1) * n] for i in range(len(texts))], cost

@@ -64,7 +64,7 @@ def test_bad_input_one_line_exit_2_no_artifact(files, make, extra, needle):
 
 
 def test_budget_below_one_is_usage_error(files):
-    d, good = files
+    _, good = files
     result = _run(["optimize", "--pool", str(good), "--val", str(good), "--budget", "0"])
     assert result.exit_code == 2 and "Traceback" not in result.output
 

@@ -37,13 +37,17 @@ class LLM(ABC):
         *,
         max_new_tokens: int = 16,
         stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        seed: int | None = None,
     ) -> list[str]:
-        """Greedy continuation of each prompt, cut before the first stop string.
+        """Continuation of each prompt, cut before the first stop string.
 
         Args:
             prompts: ``n`` prompt texts.
             max_new_tokens: Cap on generated tokens per prompt.
             stop: Strings that end generation; the returned text excludes them.
+            temperature: 0 for greedy decoding; above 0, sampling at that temperature.
+            seed: Seed of the sampling RNG (``None``: fresh entropy); unused when greedy.
 
         Returns:
             ``n`` generated texts.

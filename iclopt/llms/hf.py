@@ -98,6 +98,8 @@ class HFModel(LLM):
         prefix_cache: Reuse the key/value cache of a prefix shared by the prompts of one
             call (see the module docstring). Same results, much less compute.
         min_prefix_tokens: Shortest shared prefix worth caching.
+        batch_overhead_tokens: Fixed cost of one more forward pass, in tokens, used to
+            decide how to split rows of different lengths into padded batches.
         dtype: Torch dtype name for the weights.
         num_threads: Torch CPU threads; ``None`` keeps torch's default.
 
@@ -117,6 +119,7 @@ class HFModel(LLM):
         batch_size: int = 32,
         prefix_cache: bool = True,
         min_prefix_tokens: int = 8,
+        batch_overhead_tokens: int = 128,
         dtype: str = "float32",
         num_threads: int | None = None,
     ) -> None:
@@ -126,6 +129,7 @@ class HFModel(LLM):
         self.batch_size = batch_size
         self.prefix_cache = prefix_cache
         self.min_prefix_tokens = min_prefix_tokens
+        self.batch_overhead_tokens = batch_overhead_tokens
         self.dtype = dtype
         self.num_threads = num_threads
         self._model: Any = None
@@ -251,9 +255,34 @@ class HFModel(LLM):
         self.forward_calls += 1
         return out.logits, out.past_key_values, mask, pos[:, -1]
 
-    def _batches(self, p: int, rows: list[int], seqs: Sequence[Sequence[int]]) -> list[list[int]]:
+    def _batches(
+        self, p: int, rows: list[int], seqs: Sequence[Sequence[int]], passes: int = 1
+    ) -> list[list[int]]:
+        """Split rows into padded batches that minimize the tokens computed.
+
+        Rows are sorted by length and cut into contiguous batches (at most
+        ``batch_size`` rows) by dynamic programming over ``overhead + rows x longest``:
+        one long query no longer pads every other row to its length, and a batch is only
+        split when the padding saved outweighs the fixed cost of another forward pass
+        (``batch_overhead_tokens``, about what one pass of weight reads costs on a CPU,
+        times ``passes``: generation runs a few decoding passes per batch).
+        """
         ordered = sorted(rows, key=lambda i: len(seqs[i]) - p)
-        return [ordered[j : j + self.batch_size] for j in range(0, len(ordered), self.batch_size)]
+        lens = [len(seqs[i]) - p for i in ordered]
+        n, overhead = len(ordered), self.batch_overhead_tokens * passes
+        best = [0.0] + [float("inf")] * n
+        cut = [0] * (n + 1)
+        for end in range(1, n + 1):
+            for start in range(max(0, end - self.batch_size), end):
+                cost = best[start] + overhead + (end - start) * lens[end - 1]
+                if cost < best[end]:
+                    best[end], cut[end] = cost, start
+        batches: list[list[int]] = []
+        end = n
+        while end > 0:
+            batches.append(ordered[cut[end] : end])
+            end = cut[end]
+        return batches[::-1]
 
     def _plan(
         self, seqs: Sequence[Sequence[int]], limits: Sequence[int]
@@ -269,10 +298,21 @@ class HFModel(LLM):
         *,
         max_new_tokens: int = 16,
         stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        seed: int | None = None,
     ) -> list[str]:
-        """Greedy decoding, batched, with prefix-KV reuse (see the module docstring)."""
+        """Greedy (or sampled) decoding, batched, with prefix-KV reuse (module docstring)."""
         import torch
 
+        if temperature < 0:
+            raise InputDataError(f"temperature must be >= 0, got {temperature}")
+        gen = None
+        if temperature > 0:
+            gen = torch.Generator()
+            if seed is None:
+                gen.seed()
+            else:
+                gen.manual_seed(seed)
         if max_new_tokens < 1:
             raise InputDataError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if not prompts:
@@ -285,9 +325,16 @@ class HFModel(LLM):
             with torch.inference_mode():
                 for p, rows in self._plan(seqs, [len(s) - 1 for s in seqs]):
                     prefix_cache = self._prefix_cache(seqs[rows[0]][:p]) if p else None
-                    for batch in self._batches(p, rows, seqs):
+                    passes = 1 + min(max_new_tokens, 3)
+                    for batch in self._batches(p, rows, seqs, passes):
                         texts = self._decode_batch(
-                            prefix_cache, p, [seqs[i][p:] for i in batch], max_new_tokens, stop
+                            prefix_cache,
+                            p,
+                            [seqs[i][p:] for i in batch],
+                            max_new_tokens,
+                            stop,
+                            temperature,
+                            gen,
                         )
                         for i, t in zip(batch, texts):
                             results[i] = t
@@ -302,13 +349,21 @@ class HFModel(LLM):
         rows: Sequence[Sequence[int]],
         max_new_tokens: int,
         stop: Sequence[str],
+        temperature: float = 0.0,
+        gen: Any = None,
     ) -> list[str]:
         import torch
+
+        def pick(logits: Any) -> Any:
+            if temperature <= 0:
+                return logits.argmax(dim=-1)
+            probs = torch.softmax(logits.double() / temperature, dim=-1)
+            return torch.multinomial(probs, 1, generator=gen)[:, 0]
 
         tok = self._tok
         eos = {int(tok.eos_token_id)} if tok.eos_token_id is not None else set()
         logits, cache, mask, last = self._extend(prefix_cache, p, rows, keep=1)
-        nxt = logits[:, -1].argmax(dim=-1)
+        nxt = pick(logits[:, -1])
         active = list(range(len(rows)))
         generated: list[list[int]] = [[] for _ in rows]
         texts = [""] * len(rows)
@@ -342,7 +397,7 @@ class HFModel(LLM):
             )
             self.tokens_fed += len(active)
             self.forward_calls += 1
-            nxt = out.logits[:, -1].argmax(dim=-1)
+            nxt = pick(out.logits[:, -1])
         return [_cut(t, stop) for t in texts]
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:

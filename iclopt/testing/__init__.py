@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from iclopt.testing.fakes import FakeLLM
+from iclopt.testing.fakes import FakeEmbedder, FakeLLM
 
-__all__ = ["FakeLLM"]
+__all__ = ["FakeEmbedder", "FakeLLM"]

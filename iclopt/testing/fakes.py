@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
+from iclopt.embedders.base import Embedder
 from iclopt.errors import LLMError
 from iclopt.llms.base import LLM
 
-__all__ = ["FakeLLM"]
+__all__ = ["FakeEmbedder", "FakeLLM"]
 
 _BLOCK = re.compile(r"Input: (.*?)\nOutput: ?(.*?)(?:\n\n|$)", re.S)
 
@@ -54,12 +58,31 @@ class FakeLLM(LLM):
         return best
 
     def generate(
-        self, prompts: Sequence[str], *, max_new_tokens: int = 16, stop: Sequence[str] = ()
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 16,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        seed: int | None = None,
     ) -> list[str]:
-        """The most similar demonstration's output, with a leading space."""
+        """The most similar demonstration's output, with a leading space.
+
+        With ``temperature > 0``, a query whose text has an odd number of words gets a
+        random demonstration output instead (seeded), so "uncertain" inputs exist.
+        """
         self.calls += 1
         self.prompts_seen += len(prompts)
-        return [" " + self._answer(p) for p in prompts]
+        rng = np.random.default_rng(seed)
+        out = []
+        for p in prompts:
+            answer = self._answer(p)
+            query = p.split("\n\n")[-1].removeprefix("Input: ").split("\nOutput:")[0]
+            if temperature > 0 and len(query.split()) % 2 == 1:
+                outs = [m.group(2).strip() for m in _BLOCK.finditer(p)] or [answer]
+                answer = outs[int(rng.integers(len(outs)))]
+            out.append(" " + answer)
+        return out
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         """0.0 for the continuation :meth:`generate` would give, -5.0 otherwise."""
@@ -69,3 +92,29 @@ class FakeLLM(LLM):
             0.0 if c.strip() == self._answer(p) else -5.0
             for p, c in zip(prompts, continuations, strict=True)
         ]
+
+
+class FakeEmbedder(Embedder):
+    """Deterministic bag-of-words hashing embedder (unit-norm), for tests without a model.
+
+    Args:
+        dim: Vector size.
+    """
+
+    def __init__(self, dim: int = 64) -> None:
+        self.dim = dim
+        self.cache = None
+
+    @property
+    def identity(self) -> str:
+        """Fixed identity."""
+        return f"fake-embedder-{self.dim}"
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"\w+", t.lower()):
+                h = int(hashlib.md5(w.encode()).hexdigest(), 16)
+                out[i, h % self.dim] += 1.0 if (h >> 64) % 2 else -1.0
+            out[i, 0] += 1e-3  # no zero vectors
+        return out
