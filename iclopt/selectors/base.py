@@ -115,8 +115,13 @@ class Selector(ABC):
                 f"{name} picks demonstrations per query and cannot give one fixed prompt; "
                 "pass a query"
             )
-        if getattr(self, "task_", None) is not task:
+        fitted = getattr(self, "task_", None)
+        if fitted is None:
             self.fit(task)
+        elif fitted is not task and fitted != task:
+            raise InputDataError(
+                f"{name} was fit on task {fitted.name!r}; fit it again for task {task.name!r}"
+            )
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (JSON form)."""
