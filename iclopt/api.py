@@ -243,8 +243,10 @@ def compare(
 
     Task-level methods give one prompt, scored on the validation and test sets.
     Per-query methods (similarity, dpp, mdl) build each query's own prompt, and the
-    scores average over those prompts. Costs count every LLM call a method made:
-    while fitting (sampling, probing, searching) and while being scored.
+    scores average over those prompts. Costs count every LLM call a method needs:
+    while fitting (sampling, probing, searching) and while being scored, including the
+    calls the result cache answered (``cache_hits`` says how many), so the numbers do
+    not depend on what earlier runs left in the cache. Wall time does.
 
     Args:
         task: The task.
@@ -322,8 +324,9 @@ def compare(
                 {
                     "val_score": val.score,
                     "test_score": test_score,
-                    "llm_calls": spent.spent.llm_calls,
-                    "prompt_tokens": spent.spent.prompt_tokens,
+                    # what the method needs, whether or not the cache answered it
+                    "llm_calls": spent.spent.llm_calls + spent.spent.cache_hits,
+                    "prompt_tokens": spent.spent.prompt_tokens + spent.spent.cached_tokens,
                     "cache_hits": spent.spent.cache_hits,
                     "seconds": time.perf_counter() - start,
                 }

@@ -42,6 +42,7 @@ class Cost:
         llm_calls: Prompts sent to the LLM (label scoring sends one per label).
         prompt_tokens: Tokens of those prompts, as an API would bill them.
         cache_hits: Answers taken from the cache instead of the LLM.
+        cached_tokens: Prompt tokens of those cached answers (what they would have cost).
         seconds: Wall time.
     """
 
@@ -49,6 +50,7 @@ class Cost:
     llm_calls: int = 0
     prompt_tokens: int = 0
     cache_hits: int = 0
+    cached_tokens: int = 0
     seconds: float = 0.0
 
     def __iadd__(self, other: Cost) -> Cost:
@@ -56,6 +58,7 @@ class Cost:
         self.llm_calls += other.llm_calls
         self.prompt_tokens += other.prompt_tokens
         self.cache_hits += other.cache_hits
+        self.cached_tokens += other.cached_tokens
         self.seconds += other.seconds
         return self
 
@@ -308,6 +311,9 @@ class Evaluator:
         found = self.cache.get_many(keys) if self.cache is not None else {}
         miss = [i for i, k in enumerate(keys) if k not in found]
         cost.cache_hits += len(rows) - len(miss)
+        if len(miss) < len(rows):
+            hit = [i for i, k in enumerate(keys) if k in found]
+            cost.cached_tokens += sum(self.llm.count_tokens([rows[i][0] for i in hit]))
         if miss:
             tokens = sum(self.llm.count_tokens([rows[i][0] for i in miss]))
             if self.budget is not None:
@@ -451,6 +457,9 @@ class Evaluator:
         found = self.cache.get_many(keys) if (self.cache is not None and seed is not None) else {}
         miss = [j for j, k in enumerate(keys) if k not in found]
         cost.cache_hits += len(rows) - len(miss)
+        if len(miss) < len(rows):
+            hit = [j for j, k in enumerate(keys) if k in found]
+            cost.cached_tokens += sum(self.llm.count_tokens([rows[j][0] for j in hit]))
         if miss:
             tokens = sum(self.llm.count_tokens([rows[j][0] for j in miss]))
             if self.budget is not None:
