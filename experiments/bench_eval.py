@@ -71,7 +71,9 @@ def timed(fn, repeats: int):
     return statistics.median(times), out
 
 
-def bench_task(llm, name: str, k: int, n_queries: int, repeats: int, seed: int, peak: float):
+def bench_task(
+    llm, name: str, k: int, n_queries: int, repeats: int, seed: int, peak: float, modes: list[str]
+):
     task = load_task(
         pool=BENCH / "induce" / f"{name}.json",
         val=BENCH / "valid" / f"{name}.json",
@@ -83,8 +85,7 @@ def bench_task(llm, name: str, k: int, n_queries: int, repeats: int, seed: int, 
     seqs = llm.encode(prompts)
     cfg = llm.hf_model.config
     rows = []
-    modes = ["generate"] + (["labels"] if task.labels else [])
-    for mode in modes:
+    for mode in [m for m in modes if m == "generate" or task.labels]:
         if mode == "generate":
 
             def run():
@@ -149,6 +150,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        default=["generate", "labels"],
+        choices=["generate", "labels"],
+        help="labels runs only on classification tasks",
+    )
     ap.add_argument("--out", type=Path, default=None, help="write all rows as JSON here")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -160,7 +168,9 @@ def main() -> None:
     )
     rows = []
     for name in args.tasks:
-        rows += bench_task(llm, name, args.k, args.queries, args.repeats, args.seed, peak)
+        rows += bench_task(
+            llm, name, args.k, args.queries, args.repeats, args.seed, peak, args.modes
+        )
     print(
         "\n| task | mode | prompt tokens (all) | distinct | plain s | prefix-KV s | speedup "
         "| KV distinct tok/s | KV % of peak | plain % of peak | same outputs |"

@@ -12,12 +12,9 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from iclopt.data import Example, Task
@@ -25,6 +22,7 @@ from iclopt.errors import BudgetExhausted, InputDataError
 from iclopt.llms.base import LLM
 from iclopt.metrics import get_metric
 from iclopt.prompts import Prompt, Template
+from iclopt.store import SQLiteStore
 
 __all__ = ["Budget", "Cost", "Evaluation", "Evaluator", "ResultCache"]
 
@@ -145,8 +143,8 @@ class Budget:
         }
 
 
-class ResultCache:
-    """A persistent key -> JSON value store in SQLite, safe across processes and threads.
+class ResultCache(SQLiteStore[Any]):
+    """The persistent LLM result cache: key -> JSON value in SQLite.
 
     Keys hash the model identity, the decoding settings and the exact prompt text, so a
     rerun pays nothing twice and a change of model or settings never hits a stale entry.
@@ -156,62 +154,13 @@ class ResultCache:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT)"
-                )
-            except (OSError, sqlite3.Error) as exc:
-                raise InputDataError(f"{self.path}: cannot open the result cache ({exc})") from None
-            self._conn = conn
-        return self._conn
+        super().__init__(path, what="result cache", encode=json.dumps, decode=json.loads)
 
     @staticmethod
     def key(*parts: Any) -> str:
         """Stable key of JSON-serializable parts."""
         blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """Values of the keys present."""
-        found: dict[str, Any] = {}
-        with self._lock:
-            conn = self._connect()
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", chunk)
-                found.update((k, json.loads(v)) for k, v in rows)
-        return found
-
-    def put_many(self, items: dict[str, Any]) -> None:
-        """Store values (overwriting)."""
-        with self._lock:
-            conn = self._connect()
-            with conn:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
-                    [(k, json.dumps(v)) for k, v in items.items()],
-                )
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._connect().execute("SELECT COUNT(*) FROM results").fetchone()[0])
-
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
 
 
 @dataclass

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from iclopt.errors import InputDataError
+from iclopt.store import SQLiteStore
 
 __all__ = ["Embedder", "EmbeddingCache"]
 
 
-class EmbeddingCache:
+class EmbeddingCache(SQLiteStore[np.ndarray]):
     """Text -> float32 vector store in SQLite, keyed by model identity and text hash.
 
     Args:
@@ -25,52 +22,17 @@ class EmbeddingCache:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB)")
-            except (OSError, sqlite3.Error) as exc:
-                raise InputDataError(
-                    f"{self.path}: cannot open the embedding cache ({exc})"
-                ) from None
-            self._conn = conn
-        return self._conn
+        super().__init__(
+            path,
+            what="embedding cache",
+            encode=lambda v: np.asarray(v, dtype=np.float32).tobytes(),
+            decode=lambda blob: np.frombuffer(blob, dtype=np.float32),
+        )
 
     @staticmethod
     def key(model: str, text: str) -> str:
         """Hash of the model identity and the text."""
         return hashlib.sha256(f"{model}\x00{text}".encode()).hexdigest()
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        """Vectors of the keys present."""
-        found: dict[str, np.ndarray] = {}
-        with self._lock:
-            conn = self._connect()
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                for k, blob in conn.execute(
-                    f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk
-                ):
-                    found[k] = np.frombuffer(blob, dtype=np.float32)
-        return found
-
-    def put_many(self, items: dict[str, np.ndarray]) -> None:
-        """Store vectors."""
-        with self._lock:
-            conn = self._connect()
-            with conn:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO vectors (key, vec) VALUES (?, ?)",
-                    [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
-                )
 
 
 class Embedder(ABC):
