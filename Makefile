@@ -29,7 +29,7 @@ install: $(STAMP)
 install-dev: $(DEVSTAMP)
 
 demo: $(STAMP)
-	$(BIN)/iclopt optimize --task sentiment --k 5 --budget 12 --seed 0 --out runs/demo.json
+	$(BIN)/iclopt optimize --task sentiment --k 5 --budget 20 --seed 0 --out runs/demo.json
 
 test: $(DEVSTAMP)
 	$(BIN)/ruff check iclopt tests experiments

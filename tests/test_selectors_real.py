@@ -112,3 +112,46 @@ def test_best_of_n_returns_the_best_validation_prompt(task, smol, ctx):
     again = Evaluator(task, smol).evaluate(prompt).score
     assert again == pytest.approx(best_score)
     assert ctx.spent.spent.evaluations == 3
+
+
+def test_votek_first_pick_is_the_densest_item(task, minilm, ctx):
+    from iclopt.selectors.votek import VoteKSelector
+
+    prompt = VoteKSelector(k_graph=10).fit(task, ctx).select(task, 1)
+    emb = minilm._st.encode([e.input for e in task.pool], normalize_embeddings=True)
+    sims = emb @ emb.T
+    np.fill_diagonal(sims, -np.inf)
+    in_degree = np.zeros(len(task.pool), dtype=int)
+    for row in sims:
+        in_degree[np.argsort(-row, kind="stable")[:10]] += 1
+    assert in_degree[prompt.demos[0]] == in_degree.max()  # one vote per neighbour list
+
+
+def test_dpp_set_has_a_higher_dpp_score_than_random_sets(task, ctx):
+    from iclopt.selectors.dpp import DPPSelector
+
+    sel = DPPSelector().fit(task, ctx)
+    query = "A tender, funny and beautifully acted film."
+    prompt = sel.select(task, 4, query=query)
+    ids, _, kernel = sel.kernel(query, 4)
+    pos = {int(i): j for j, i in enumerate(ids)}
+
+    def logdet(members):
+        idx = [pos[int(i)] for i in members]
+        return np.linalg.slogdet(kernel[np.ix_(idx, idx)])[1]
+
+    rng = np.random.default_rng(0)
+    randoms = [logdet(rng.choice(ids, 4, replace=False)) for _ in range(50)]
+    assert logdet(prompt.demos) > max(randoms)
+
+
+def test_mdl_picks_the_lowest_codelength_candidate(task, ctx):
+    from iclopt.selectors.mdl import MDLSelector
+
+    sel = MDLSelector(seed=0).fit(task, ctx)
+    query = task.test[0].input
+    prompt = sel.select(task, 3, query=query)
+    cands = sel.candidate_sets(query, 3)
+    lengths = sel.codelengths(query, cands)
+    assert len(cands) >= 2 and len(set(np.round(lengths, 6))) > 1  # the real model differs
+    assert prompt.demos == cands[int(np.argmin(lengths))]
