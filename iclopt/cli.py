@@ -90,6 +90,7 @@ O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # library progress bars; the CLI has its own
     try:
         import transformers
 
@@ -158,9 +159,9 @@ def _load_llm(model: str) -> Any:
     from iclopt.llms import get_llm
     from iclopt.llms.hf import HFModel
 
-    llm = get_llm(model)
-    if isinstance(llm, HFModel):
-        with err.status(f"loading {model} ..."):
+    with err.status(f"loading {model} (the first run converts the embedded model, ~20 s) ..."):
+        llm = get_llm(model)
+        if isinstance(llm, HFModel):
             llm.load()
     return llm
 
