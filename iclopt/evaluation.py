@@ -253,31 +253,58 @@ class Evaluator:
         }
 
     # ------------------------------------------------------------------ calls
-    def _cached_call(self, kind: str, rows: list[tuple[str, str]], cost: Cost) -> list[Any]:
-        """Answer ``rows`` ((prompt, continuation) pairs) from the cache or the LLM."""
-        settings = self.settings() if kind == "generate" else {}
+    def _cached_call(
+        self,
+        kind: str,
+        rows: list[tuple[str, Any]],
+        cost: Cost,
+        *,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[Any]:
+        """Answer ``rows`` from the cache, the rest from the LLM in ONE call.
+
+        Args:
+            kind: ``"generate"`` (rows are (prompt, "")), ``"score"`` (rows are
+                (prompt, continuation)) or ``"sample"`` (rows are (prompt, sample index)).
+            rows: What to answer; the second element is part of the cache key.
+            cost: Charged with LLM calls, tokens and cache hits.
+            temperature: Sampling temperature (``"sample"`` only).
+            seed: Sampling seed; sampled answers are cached only under a seed.
+        """
+        settings: dict[str, Any] = {}
+        if kind != "score":
+            settings = self.settings()
+        if kind == "sample":
+            settings.update(temperature=temperature, seed=seed)
+        use_cache = self.cache is not None and (kind != "sample" or seed is not None)
         keys = [ResultCache.key(kind, self.llm.identity, settings, p, c) for p, c in rows]
-        found = self.cache.get_many(keys) if self.cache is not None else {}
+        found = self.cache.get_many(keys) if use_cache and self.cache is not None else {}
         miss = [i for i, k in enumerate(keys) if k not in found]
         cost.cache_hits += len(rows) - len(miss)
         if len(miss) < len(rows):
             hit = [i for i, k in enumerate(keys) if k in found]
             cost.cached_tokens += sum(self.llm.count_tokens([rows[i][0] for i in hit]))
         if miss:
-            tokens = sum(self.llm.count_tokens([rows[i][0] for i in miss]))
+            prompts = [rows[i][0] for i in miss]
+            tokens = sum(self.llm.count_tokens(prompts))
             if self.budget is not None:
                 self.budget.check(llm_calls=len(miss), prompt_tokens=tokens)
-            if kind == "generate":
-                values: list[Any] = self.llm.generate(
-                    [rows[i][0] for i in miss], max_new_tokens=self.max_new_tokens, stop=self.stop
-                )
+            if kind == "score":
+                values: list[Any] = self.llm.score(prompts, [rows[i][1] for i in miss])
             else:
-                values = self.llm.score([rows[i][0] for i in miss], [rows[i][1] for i in miss])
+                values = self.llm.generate(
+                    prompts,
+                    max_new_tokens=self.max_new_tokens,
+                    stop=self.stop,
+                    temperature=temperature,
+                    seed=seed,
+                )
             cost.llm_calls += len(miss)
             cost.prompt_tokens += tokens
             new = {keys[i]: v for i, v in zip(miss, values)}
             found.update(new)
-            if self.cache is not None:
+            if use_cache and self.cache is not None:
                 self.cache.put_many(new)
         return [found[k] for k in keys]
 
@@ -401,31 +428,7 @@ class Evaluator:
         cost = Cost()
         texts = [self.render(prompt, q) for q in queries]
         rows = [(t, i) for t in texts for i in range(n)]
-        settings = {**self.settings(), "temperature": temperature, "seed": seed}
-        keys = [ResultCache.key("sample", self.llm.identity, settings, t, i) for t, i in rows]
-        found = self.cache.get_many(keys) if (self.cache is not None and seed is not None) else {}
-        miss = [j for j, k in enumerate(keys) if k not in found]
-        cost.cache_hits += len(rows) - len(miss)
-        if len(miss) < len(rows):
-            hit = [j for j, k in enumerate(keys) if k in found]
-            cost.cached_tokens += sum(self.llm.count_tokens([rows[j][0] for j in hit]))
-        if miss:
-            tokens = sum(self.llm.count_tokens([rows[j][0] for j in miss]))
-            if self.budget is not None:
-                self.budget.check(llm_calls=len(miss), prompt_tokens=tokens)
-            values = self.llm.generate(
-                [rows[j][0] for j in miss],
-                max_new_tokens=self.max_new_tokens,
-                stop=self.stop,
-                temperature=temperature,
-                seed=seed,
-            )
-            cost.llm_calls += len(miss)
-            cost.prompt_tokens += tokens
-            new = {keys[j]: v for j, v in zip(miss, values)}
-            found.update(new)
-            if self.cache is not None and seed is not None:
-                self.cache.put_many(new)
+        values = self._cached_call("sample", rows, cost, temperature=temperature, seed=seed)
         self._finish(cost, start)
-        answers = [str(found[k]).strip() for k in keys]
+        answers = [str(v).strip() for v in values]
         return [answers[i * n : (i + 1) * n] for i in range(len(texts))], cost
