@@ -33,10 +33,12 @@ demo: $(STAMP)
 
 test: $(DEVSTAMP)
 	$(BIN)/ruff check iclopt tests experiments
+	$(BIN)/mypy iclopt
 	$(BIN)/python -m pytest -q
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check iclopt tests experiments
+	$(BIN)/mypy iclopt
 	$(BIN)/ruff format --check iclopt tests experiments
 
 bench: $(STAMP)

@@ -285,7 +285,7 @@ def compare(
         from iclopt.embedders import default_embedder
 
         embedder = default_embedder()
-    ev_kwargs = {
+    ev_kwargs: dict[str, Any] = {
         "template": template,
         "scoring": scoring,
         "max_new_tokens": max_new_tokens,

@@ -152,7 +152,7 @@ def _json_records(path: Path, text: str) -> list[dict[str, Any]]:
 
 
 def _jsonl_records(path: Path, text: str) -> list[dict[str, Any]]:
-    records = []
+    records: list[dict[str, Any]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

@@ -49,7 +49,7 @@ def sentiment() -> Task:
 def last_item() -> Task:
     """Name the last item of a list of nouns (a generated string task, exact match)."""
     rng = np.random.default_rng(20261121)
-    examples = []
+    examples: list[Example] = []
     seen: set[str] = set()
     while len(examples) < 170:
         n = int(rng.integers(3, 6))

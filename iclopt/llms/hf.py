@@ -64,7 +64,7 @@ def _prefix_groups(
     Returns:
         ``(prefix_length, row indices)`` pairs; prefix_length 0 means plain batching.
     """
-    order = sorted(range(len(seqs)), key=lambda i: seqs[i])
+    order = sorted(range(len(seqs)), key=lambda i: tuple(seqs[i]))
     groups: list[tuple[int, list[int]]] = []
     cur: list[int] = []
     cur_p = 0
@@ -452,11 +452,11 @@ class HFModel(LLM):
         import torch
 
         uniq = list(dict.fromkeys(prompts))
-        where = {p: i for i, p in enumerate(uniq)}
+        where = {text: i for i, text in enumerate(uniq)}
         heads = self.encode(uniq)
         rows_of: list[list[int]] = [[] for _ in uniq]
-        for r, p in enumerate(prompts):
-            rows_of[where[p]].append(r)
+        for r, text in enumerate(prompts):
+            rows_of[where[text]].append(r)
         out = [0.0] * len(prompts)
         for p, group in self._plan(heads, [len(h) - 1 for h in heads]):
             prefix_cache = self._prefix_cache(heads[group[0]][:p]) if p else None
