@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 import numpy as np
 
-from iclopt.data import Task
+from iclopt.data import Example, Task
 from iclopt.errors import InputDataError, LLMError
-from iclopt.evaluation import Cost, Evaluator
+from iclopt.evaluation import Evaluator
 from iclopt.prompts import Prompt
 from iclopt.selectors.base import FitContext, Selector, register_selector
 
@@ -122,7 +121,11 @@ class MDLSelector(Selector):
         super().fit(task, context)
         self.embedder_ = self.context_.need_embedder(self.name)
         self.llm_ = self.context_.need_llm(self.name)
-        kwargs = {**self.context_.evaluator_kwargs, "budget": self.context_.spent}
+        kwargs = {
+            **self.context_.evaluator_kwargs,
+            "budget": self.context_.spent,
+            "scoring": "labels",
+        }
         self.evaluator_ = Evaluator(task, self.llm_, **kwargs)
         self.pool_emb_ = np.asarray(self.embedder_([ex.input for ex in task.pool]))
         self.query_key_ = int(self.rng_.integers(2**63))
@@ -158,33 +161,20 @@ class MDLSelector(Selector):
     def codelengths(self, query: str, candidates: list[tuple[int, ...]]) -> np.ndarray:
         """MDL codelength (label entropy, nats) of ``query`` under each candidate set.
 
-        One batched :meth:`~iclopt.llms.base.LLM.score` call, charged to the budget.
+        One batched label-scoring call through the evaluator (so the result cache and the
+        budget apply), with every candidate's prompt for the same query.
 
         Raises:
             BudgetExhausted: The budget cannot pay for the call; nothing was spent.
             LLMError: The LLM failed or returned malformed scores.
         """
         labels = list(self.task_.labels or ())
-        completion = self.evaluator_.template.style == "completion"
-        conts = [" " + lab if completion else lab for lab in labels]
-        texts = [self.evaluator_.render(Prompt(None, c), query) for c in candidates]
-        prompts = [t for t in texts for _ in labels]
-        continuations = conts * len(texts)
-        tokens = sum(self.llm_.count_tokens(prompts))
-        spent = self.context_.spent
-        spent.check(llm_calls=len(prompts), prompt_tokens=tokens)
-        start = time.perf_counter()
-        scores = self.llm_.score(prompts, continuations)
-        spent.charge(
-            Cost(
-                llm_calls=len(prompts),
-                prompt_tokens=tokens,
-                seconds=time.perf_counter() - start,
-            )
+        probe = Example(query, "", id="query")  # its label is never read
+        res = self.evaluator_.evaluate_per_query(
+            [Prompt(None, c) for c in candidates], [probe] * len(candidates)
         )
-        if len(scores) != len(prompts):
-            raise LLMError(f"the LLM returned {len(scores)} scores for {len(prompts)} prompts")
-        return label_entropy(np.asarray(scores, dtype=np.float64).reshape(len(texts), -1))
+        scores = [[row["label_logprobs"][lab] for lab in labels] for row in res.per_example]
+        return label_entropy(np.asarray(scores, dtype=np.float64))
 
     def select(self, task: Task, k: int, *, query: str | None = None) -> Prompt:
         """The candidate set with the lowest codelength for ``query``."""
