@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from iclopt.api import optimize
+from iclopt.api import ComparisonResult, compare, optimize, select
 from iclopt.bandits import OPTIMIZERS, Optimizer, RandomSearch
 from iclopt.data import Example, Task, load_examples, load_task
 from iclopt.datasets import TASKS, get_task
@@ -37,6 +37,7 @@ __all__ = [
     "TASKS",
     "Budget",
     "BudgetExhausted",
+    "ComparisonResult",
     "Cost",
     "Evaluation",
     "Evaluator",
@@ -55,10 +56,12 @@ __all__ = [
     "Template",
     "UnknownNameError",
     "__version__",
+    "compare",
     "get_llm",
     "get_task",
     "load_examples",
     "load_task",
     "optimize",
+    "select",
     "smollm2",
 ]

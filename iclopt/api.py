@@ -19,11 +19,11 @@ from iclopt.errors import InputDataError
 from iclopt.evaluation import Budget, Cost, Evaluation, Evaluator, ResultCache, Scoring
 from iclopt.llms import LLM, get_llm
 from iclopt.llms.hf import cache_dir
-from iclopt.prompts import Template
+from iclopt.prompts import Prompt, Template
 from iclopt.results import OptimizationResult
 from iclopt.search import TraceEntry, run_search
 
-__all__ = ["ComparisonResult", "compare", "default_cache_path", "optimize"]
+__all__ = ["ComparisonResult", "compare", "default_cache_path", "optimize", "select"]
 
 logger = logging.getLogger(__name__)
 
@@ -355,3 +355,71 @@ def _result_cache(cache: str | os.PathLike[str] | ResultCache | bool) -> ResultC
     if cache is False or cache is None:
         return None
     return ResultCache(cache)
+
+
+def select(
+    task: Task,
+    method: str,
+    *,
+    k: int = 5,
+    llm: str | LLM = "smollm2",
+    embedder: Embedder | None = None,
+    seed: int | None = 0,
+    query: str | None = None,
+    budget: int = 20,
+    template: Template | None = None,
+    scoring: Scoring = "auto",
+    max_new_tokens: int = 16,
+    cache: str | os.PathLike[str] | ResultCache | bool = True,
+) -> Prompt:
+    """Choose k ordered demonstrations with one selection method.
+
+    Args:
+        task: The task.
+        method: A name from ``iclopt.selectors.SELECTORS``.
+        k: Demonstrations.
+        llm: The LLM or its name (used by LLM-scored methods).
+        embedder: Text embedder (retrieval methods); default all-MiniLM-L6-v2 (offline).
+        seed: Seed of the method.
+        query: The query, required by per-query methods (similarity, dpp, mdl).
+        budget: Validation evaluations for search methods (best-of-n).
+        template: Prompt template.
+        scoring: ``"auto"``, ``"generate"`` or ``"labels"``.
+        max_new_tokens: Generation cap.
+        cache: As in :func:`optimize`.
+
+    Returns:
+        The prompt; ``Template().render(p.instruction, [task.pool[i] for i in p.demos], q)``
+        gives its text.
+
+    Raises:
+        InputDataError: A per-query method without a query, or bad arguments.
+
+    Example:
+        >>> from iclopt.datasets import get_task
+        >>> select(get_task("sentiment"), "random", k=3, seed=0).demos  # doctest: +SKIP
+    """
+    from iclopt.embedders import default_embedder
+    from iclopt.selectors import SELECTORS, FitContext
+
+    cls = SELECTORS.get(method)
+    _check_int("k", k, 1)
+    _check_int("budget", budget, 1)
+    if cls.per_query and query is None:
+        raise InputDataError(
+            f"method {method!r} picks demonstrations per query and cannot give one fixed "
+            "prompt; pass a query"
+        )
+    ev_kwargs: dict[str, Any] = {
+        "template": template,
+        "scoring": scoring,
+        "max_new_tokens": max_new_tokens,
+        "cache": _result_cache(cache),
+    }
+    ctx = FitContext(
+        llm=get_llm(llm),
+        embedder=embedder or default_embedder(),
+        budget=budget,
+        evaluator_kwargs=ev_kwargs,
+    )
+    return cls(seed=seed).fit(task, ctx).select(task, k, query=query)

@@ -81,3 +81,54 @@ def test_compare_cli_bad_method(tmp_path):
     assert result.exit_code == 2
     assert "unknown method 'nope'; valid:" in result.stderr and "similarity" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_select_cli(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["select", "--method", "similarity", "--task", "sentiment"])
+    assert res.exit_code == 2
+    assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [
+        "error: method 'similarity' picks demonstrations per query and cannot give one "
+        "fixed prompt; pass --query"
+    ]
+    out = tmp_path / "sel.json"
+    res = runner.invoke(
+        app,
+        [
+            "select",
+            "--method",
+            "random",
+            "--task",
+            "sentiment",
+            "--k",
+            "4",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--no-cache",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    task = get_task("sentiment")
+    assert len(d["prompt"]["demos"]) == 4 and d["seed"] == 3
+    first = d["prompt"]["demos"][0]
+    assert task.pool[first["pool_id"]].input == first["input"]
+
+
+def test_select_library_needs_query_for_per_query_methods():
+    from iclopt.api import select
+
+    with pytest.raises(InputDataError, match="pass a query"):
+        select(get_task("sentiment"), "dpp", llm=FakeLLM(), embedder=FakeEmbedder())
+    p = select(
+        get_task("sentiment"),
+        "dpp",
+        llm=FakeLLM(),
+        embedder=FakeEmbedder(),
+        query="fun",
+        k=3,
+        cache=False,
+    )
+    assert len(p.demos) == 3
