@@ -150,6 +150,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-overhead", type=int, default=None,
+                    help="HFModel.batch_overhead_tokens (default: the library's)")
     ap.add_argument(
         "--modes",
         nargs="+",
@@ -160,7 +162,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write all rows as JSON here")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    llm = smollm2(batch_size=args.batch_size).load()
+    kw = {} if args.batch_overhead is None else {"batch_overhead_tokens": args.batch_overhead}
+    llm = smollm2(batch_size=args.batch_size, **kw).load()
     peak = matmul_peak()
     print(
         f"# torch threads {torch.get_num_threads()}, fp32 matmul peak {peak:.1f} GFLOP/s",
