@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from iclopt.errors import IcloptError, InputDataError
 
@@ -42,7 +43,7 @@ def _one_line_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except IcloptError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -65,24 +66,54 @@ class ScoringMode(str, Enum):
 
 # Options shared by `optimize` and `compare`.
 O_TASK = typer.Option(None, "--task", help="A built-in task (see `iclopt tasks`).")
-O_POOL = typer.Option(None, help="File of candidate demonstrations (.json/.jsonl/.csv/.parquet, a saved HF dataset dir, or hf:NAME[:CONFIG][@SPLIT]).")
+O_POOL = typer.Option(
+    None,
+    help="File of candidate demonstrations (.json/.jsonl/.csv/.parquet, a saved HF dataset dir, or hf:NAME[:CONFIG][@SPLIT]).",
+)
 O_VAL = typer.Option(None, help="File of validation queries: prompts are scored on these.")
-O_TEST = typer.Option(None, help="File of held-out test queries: final prompts are scored on these.")
-O_DATA = typer.Option(None, help="One file, shuffled with --split-seed and cut into val, test and pool (instead of --pool/--val/--test).")
+O_TEST = typer.Option(
+    None, help="File of held-out test queries: final prompts are scored on these."
+)
+O_DATA = typer.Option(
+    None,
+    help="One file, shuffled with --split-seed and cut into val, test and pool (instead of --pool/--val/--test).",
+)
 O_INPUT_COL = typer.Option("input", help="Column (field) holding the input text.")
-O_OUTPUT_COL = typer.Option("output", help="Column holding the answer (text, or a list of acceptable answers).")
-O_POOL_SIZE = typer.Option(100, min=1, help="Keep at most this many pool examples (the first ones).")
+O_OUTPUT_COL = typer.Option(
+    "output", help="Column holding the answer (text, or a list of acceptable answers)."
+)
+O_POOL_SIZE = typer.Option(
+    100, min=1, help="Keep at most this many pool examples (the first ones)."
+)
 O_VAL_SIZE = typer.Option(20, min=1, help="Keep at most this many validation queries.")
 O_TEST_SIZE = typer.Option(100, min=1, help="Keep at most this many test queries.")
 O_SPLIT_SEED = typer.Option(0, help="Seed of the shuffle that splits --data.")
-O_LABELS = typer.Option("auto", help="Label set of a classification task: 'auto' (inferred from the pool), 'none', or comma-separated labels.")
-O_METRIC = typer.Option("auto", help="exact_match, contains, token_f1, set_match, label_accuracy, or 'auto' (chosen from the task).")
+O_LABELS = typer.Option(
+    "auto",
+    help="Label set of a classification task: 'auto' (inferred from the pool), 'none', or comma-separated labels.",
+)
+O_METRIC = typer.Option(
+    "auto",
+    help="exact_match, contains, token_f1, set_match, label_accuracy, or 'auto' (chosen from the task).",
+)
 O_K = typer.Option(5, min=1, help="Number of demonstrations in the prompt.")
-O_MODEL = typer.Option("smollm2", help="LLM: 'smollm2' (embedded, offline), a local transformers model directory, a .gguf file, or hf:HUB_ID (online only).")
-O_TEMPLATE = typer.Option(TemplateStyle.completion, help="'completion' (Input:/Output: text) or 'chat' (the model's chat template).")
-O_SCORING = typer.Option(ScoringMode.auto, help="'generate' (greedy answer, then the metric), 'labels' (most likely label), or 'auto' (labels for classification tasks).")
+O_MODEL = typer.Option(
+    "smollm2",
+    help="LLM: 'smollm2' (embedded, offline), a local transformers model directory, a .gguf file, or hf:HUB_ID (online only).",
+)
+O_TEMPLATE = typer.Option(
+    TemplateStyle.completion,
+    help="'completion' (Input:/Output: text) or 'chat' (the model's chat template).",
+)
+O_SCORING = typer.Option(
+    ScoringMode.auto,
+    help="'generate' (greedy answer, then the metric), 'labels' (most likely label), or 'auto' (labels for classification tasks).",
+)
 O_MAX_NEW_TOKENS = typer.Option(16, min=1, help="Generation cap per answer.")
-O_CACHE = typer.Option(None, help="Result cache (SQLite). Default: $ICLOPT_CACHE_DIR/results.sqlite or ~/.cache/iclopt/results.sqlite.")
+O_CACHE = typer.Option(
+    None,
+    help="Result cache (SQLite). Default: $ICLOPT_CACHE_DIR/results.sqlite or ~/.cache/iclopt/results.sqlite.",
+)
 O_NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the result cache.")
 O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
@@ -111,7 +142,9 @@ def _labels(value: str) -> Any:
     return labels
 
 
-def _instructions(instruction: list[str] | None, instructions_file: Path | None) -> list[str | None]:
+def _instructions(
+    instruction: list[str] | None, instructions_file: Path | None
+) -> list[str | None]:
     found: list[str | None] = list(instruction or [])
     if instructions_file is not None:
         try:
@@ -119,15 +152,28 @@ def _instructions(instruction: list[str] | None, instructions_file: Path | None)
         except FileNotFoundError:
             raise InputDataError(f"{instructions_file}: file not found") from None
         except UnicodeDecodeError as exc:
-            raise InputDataError(f"{instructions_file}: not valid UTF-8 (byte {exc.start})") from None
+            raise InputDataError(
+                f"{instructions_file}: not valid UTF-8 (byte {exc.start})"
+            ) from None
         found += [line.strip() for line in text.splitlines() if line.strip()]
     return found or [None]
 
 
 def _build_task(
-    task: str | None, pool: str | None, val: str | None, test: str | None, data: str | None,
-    input_col: str, output_col: str, pool_size: int, val_size: int, test_size: int,
-    split_seed: int, labels: str, metric: str, k: int,
+    task: str | None,
+    pool: str | None,
+    val: str | None,
+    test: str | None,
+    data: str | None,
+    input_col: str,
+    output_col: str,
+    pool_size: int,
+    val_size: int,
+    test_size: int,
+    split_seed: int,
+    labels: str,
+    metric: str,
+    k: int,
 ) -> Any:
     """The task named by the shared task options of ``optimize`` and ``compare``."""
     from iclopt.data import load_task
@@ -143,9 +189,18 @@ def _build_task(
             the_task.metric = metric
     elif sources:
         the_task = load_task(
-            pool=pool, val=val, test=test, data=data, input_col=input_col, output_col=output_col,
-            pool_size=pool_size, val_size=val_size, test_size=test_size, split_seed=split_seed,
-            metric=metric, labels=_labels(labels),
+            pool=pool,
+            val=val,
+            test=test,
+            data=data,
+            input_col=input_col,
+            output_col=output_col,
+            pool_size=pool_size,
+            val_size=val_size,
+            test_size=test_size,
+            split_seed=split_seed,
+            metric=metric,
+            labels=_labels(labels),
         )
     else:
         raise InputDataError("no task: give --task NAME, --pool/--val/--test files, or --data FILE")
@@ -173,7 +228,8 @@ def _describe(the_task: Any, llm: Any, scoring: ScoringMode) -> None:
         f"task {the_task.name}: pool {len(the_task.pool)}, val {len(the_task.val)}, "
         f"test {len(the_task.test)}; metric {metric}; "
         f"{'label scoring' if labels else 'generation'}; model {llm.identity}",
-        highlight=False, markup=False,
+        highlight=False,
+        markup=False,
     )
 
 
@@ -181,8 +237,13 @@ def _progress(quiet: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=err, disable=quiet,
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
     )
 
 
@@ -203,20 +264,35 @@ def optimize(
     labels: str = O_LABELS,
     metric: str = O_METRIC,
     k: int = O_K,
-    budget: int = typer.Option(60, min=1, help="Validation evaluations the search may spend (each scores one prompt on every validation query)."),
+    budget: int = typer.Option(
+        60,
+        min=1,
+        help="Validation evaluations the search may spend (each scores one prompt on every validation query).",
+    ),
     method: str = typer.Option("best-of-n", help="Search method (see `iclopt methods`)."),
     model: str = O_MODEL,
     seed: int = typer.Option(0, help="Seed of the search."),
-    instruction: list[str] = typer.Option(None, help="Candidate instruction (repeat for several; searched jointly with the exemplars)."),
-    instructions_file: Path = typer.Option(None, help="File with one candidate instruction per line."),
+    instruction: list[str] = typer.Option(
+        None,
+        help="Candidate instruction (repeat for several; searched jointly with the exemplars).",
+    ),
+    instructions_file: Path = typer.Option(
+        None, help="File with one candidate instruction per line."
+    ),
     template: TemplateStyle = O_TEMPLATE,
     scoring: ScoringMode = O_SCORING,
     max_new_tokens: int = O_MAX_NEW_TOKENS,
-    max_llm_calls: int = typer.Option(None, min=1, help="Optional hard cap on LLM calls (cache hits are free)."),
-    max_prompt_tokens: int = typer.Option(None, min=1, help="Optional hard cap on prompt tokens sent to the LLM."),
+    max_llm_calls: int = typer.Option(
+        None, min=1, help="Optional hard cap on LLM calls (cache hits are free)."
+    ),
+    max_prompt_tokens: int = typer.Option(
+        None, min=1, help="Optional hard cap on prompt tokens sent to the LLM."
+    ),
     cache: Path = O_CACHE,
     no_cache: bool = O_NO_CACHE,
-    out_path: Path = typer.Option(None, "--out", help="Write the JSON result (prompt, scores, cost, trace, config) here."),
+    out_path: Path = typer.Option(
+        None, "--out", help="Write the JSON result (prompt, scores, cost, trace, config) here."
+    ),
     quiet: bool = O_QUIET,
 ) -> None:
     """Search the best instruction + ordered exemplars for a task and report its scores.
@@ -229,8 +305,20 @@ def optimize(
 
     _quiet_libraries()
     the_task = _build_task(
-        task, pool, val, test, data, input_col, output_col, pool_size, val_size, test_size,
-        split_seed, labels, metric, k,
+        task,
+        pool,
+        val,
+        test,
+        data,
+        input_col,
+        output_col,
+        pool_size,
+        val_size,
+        test_size,
+        split_seed,
+        labels,
+        metric,
+        k,
     )
     OPTIMIZERS.get(method)
     cands = _instructions(instruction, instructions_file)
@@ -247,20 +335,35 @@ def optimize(
             progress.update(bar, advance=1, note=f"best val {best[0]:.3f}")
 
         result = run_optimize(
-            the_task, llm=llm, k=k, budget=budget, method=method, seed=seed,
-            instructions=cands, template=Template(style=template.value),
-            scoring=scoring.value, max_new_tokens=max_new_tokens, max_llm_calls=max_llm_calls,
+            the_task,
+            llm=llm,
+            k=k,
+            budget=budget,
+            method=method,
+            seed=seed,
+            instructions=cands,
+            template=Template(style=template.value),
+            scoring=scoring.value,
+            max_new_tokens=max_new_tokens,
+            max_llm_calls=max_llm_calls,
             max_prompt_tokens=max_prompt_tokens,
-            cache=False if no_cache else (cache if cache is not None else True), on_step=on_step,
+            cache=False if no_cache else (cache if cache is not None else True),
+            on_step=on_step,
         )
     result.config["task_source"] = {
-        "task": task, "pool": pool, "val": val, "test": test, "data": data,
-        "input_col": input_col, "output_col": output_col, "split_seed": split_seed,
+        "task": task,
+        "pool": pool,
+        "val": val,
+        "test": test,
+        "data": data,
+        "input_col": input_col,
+        "output_col": output_col,
+        "split_seed": split_seed,
     }
     _print_result(result)
     if out_path is not None:
         result.save(out_path)
-        err.print(f"wrote {out_path}", highlight=False)
+        err.print(f"wrote {out_path}", highlight=False, markup=False)
 
 
 @app.command()
@@ -280,17 +383,29 @@ def compare(
     labels: str = O_LABELS,
     metric: str = O_METRIC,
     k: int = O_K,
-    methods: str = typer.Option("random,similarity,uncertainty,entropy,best-of-n", help="Comma-separated selection methods (see `iclopt methods`)."),
-    seeds: int = typer.Option(3, min=1, help="Run each method with seeds 0 .. N-1; the table shows mean and std."),
-    budget: int = typer.Option(20, min=1, help="Validation evaluations for search methods (best-of-n)."),
+    methods: str = typer.Option(
+        "random,similarity,uncertainty,entropy,best-of-n",
+        help="Comma-separated selection methods (see `iclopt methods`).",
+    ),
+    seeds: int = typer.Option(
+        3, min=1, help="Run each method with seeds 0 .. N-1; the table shows mean and std."
+    ),
+    budget: int = typer.Option(
+        20, min=1, help="Validation evaluations for search methods (best-of-n)."
+    ),
     model: str = O_MODEL,
-    embedder: str = typer.Option(None, help="sentence-transformers model name or folder for retrieval methods (default: the offline all-MiniLM-L6-v2)."),
+    embedder: str = typer.Option(
+        None,
+        help="sentence-transformers model name or folder for retrieval methods (default: the offline all-MiniLM-L6-v2).",
+    ),
     template: TemplateStyle = O_TEMPLATE,
     scoring: ScoringMode = O_SCORING,
     max_new_tokens: int = O_MAX_NEW_TOKENS,
     cache: Path = O_CACHE,
     no_cache: bool = O_NO_CACHE,
-    out_dir: Path = typer.Option(..., "--out", help="Folder for comparison.md, .csv, .json and the bar chart comparison.png."),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Folder for comparison.md, .csv, .json and the bar chart comparison.png."
+    ),
     quiet: bool = O_QUIET,
 ) -> None:
     """Compare demonstration-selection methods over seeds: table (Markdown, CSV, JSON) and plot.
@@ -311,8 +426,20 @@ def compare(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputDataError(f"{out_dir}: exists and is not a directory")
     the_task = _build_task(
-        task, pool, val, test, data, input_col, output_col, pool_size, val_size, test_size,
-        split_seed, labels, metric, k,
+        task,
+        pool,
+        val,
+        test,
+        data,
+        input_col,
+        output_col,
+        pool_size,
+        val_size,
+        test_size,
+        split_seed,
+        labels,
+        metric,
+        k,
     )
     emb = None
     if embedder is not None:
@@ -326,19 +453,29 @@ def compare(
 
         def on_run(row: dict[str, Any]) -> None:
             test_s = "n/a" if row["test_score"] is None else f"{row['test_score']:.3f}"
-            progress.update(bar, advance=1, note=f"{row['method']} seed {row['seed']}: test {test_s}")
+            progress.update(
+                bar, advance=1, note=f"{row['method']} seed {row['seed']}: test {test_s}"
+            )
 
         result = run_compare(
-            the_task, names, llm=llm, embedder=emb, k=k, seeds=seeds, budget=budget,
-            template=Template(style=template.value), scoring=scoring.value,
+            the_task,
+            names,
+            llm=llm,
+            embedder=emb,
+            k=k,
+            seeds=seeds,
+            budget=budget,
+            template=Template(style=template.value),
+            scoring=scoring.value,
             max_new_tokens=max_new_tokens,
-            cache=False if no_cache else (cache if cache is not None else True), on_run=on_run,
+            cache=False if no_cache else (cache if cache is not None else True),
+            on_run=on_run,
         )
     from iclopt.reports.comparison import markdown_table
 
     paths = result.save(out_dir)
     out.print(markdown_table(result.summary), highlight=False, markup=False)
-    err.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False)
+    err.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, markup=False)
 
 
 @app.command()
@@ -359,16 +496,23 @@ def select(
     labels: str = O_LABELS,
     metric: str = O_METRIC,
     k: int = O_K,
-    query: str = typer.Option(None, help="The query; required by per-query methods (similarity, dpp, mdl). Also prints the final prompt for it."),
+    query: str = typer.Option(
+        None,
+        help="The query; required by per-query methods (similarity, dpp, mdl). Also prints the final prompt for it.",
+    ),
     seed: int = typer.Option(0, help="Seed of the method."),
-    budget: int = typer.Option(20, min=1, help="Validation evaluations for search methods (best-of-n)."),
+    budget: int = typer.Option(
+        20, min=1, help="Validation evaluations for search methods (best-of-n)."
+    ),
     model: str = O_MODEL,
     template: TemplateStyle = O_TEMPLATE,
     scoring: ScoringMode = O_SCORING,
     max_new_tokens: int = O_MAX_NEW_TOKENS,
     cache: Path = O_CACHE,
     no_cache: bool = O_NO_CACHE,
-    out_path: Path = typer.Option(None, "--out", help="Write the chosen prompt (instruction, demos in order) as JSON here."),
+    out_path: Path = typer.Option(
+        None, "--out", help="Write the chosen prompt (instruction, demos in order) as JSON here."
+    ),
 ) -> None:
     """Choose k ordered demonstrations with one selection method and print them."""
     from iclopt.api import select as run_select
@@ -384,44 +528,77 @@ def select(
             "prompt; pass --query"
         )
     the_task = _build_task(
-        task, pool, val, test, data, input_col, output_col, pool_size, val_size, test_size,
-        split_seed, labels, metric, k,
+        task,
+        pool,
+        val,
+        test,
+        data,
+        input_col,
+        output_col,
+        pool_size,
+        val_size,
+        test_size,
+        split_seed,
+        labels,
+        metric,
+        k,
     )
     tmpl = Template(style=template.value)
     with err.status(f"selecting with {method} ..."):
         prompt = run_select(
-            the_task, method, k=k, llm=_load_llm(model), seed=seed, query=query, budget=budget,
-            template=tmpl, scoring=scoring.value, max_new_tokens=max_new_tokens,
+            the_task,
+            method,
+            k=k,
+            llm=_load_llm(model),
+            seed=seed,
+            query=query,
+            budget=budget,
+            template=tmpl,
+            scoring=scoring.value,
+            max_new_tokens=max_new_tokens,
             cache=False if no_cache else (cache if cache is not None else True),
         )
     demos = [the_task.pool[i] for i in prompt.demos]
-    table = Table(title=f"{method} for {the_task.name}")
-    for col in ("#", "pool id", "input", "output"):
-        table.add_column(col)
-    for pos, (pid, ex) in enumerate(zip(prompt.demos, demos), start=1):
-        table.add_row(str(pos), str(pid), ex.input, ex.target)
-    out.print(table)
+    out.print(_demo_table(f"{method} for {the_task.name}", prompt.demos, demos))
     if query is not None and template == TemplateStyle.completion:
         out.print(tmpl.render_text(prompt.instruction, demos, query), highlight=False, markup=False)
     if out_path is not None:
-        write_json_atomic(out_path, {
-            "method": method, "task": the_task.name, "seed": seed, "query": query,
-            "prompt": {"instruction": prompt.instruction, "demos": [
-                {"pool_id": pid, "id": ex.id, "input": ex.input, "output": ex.target}
-                for pid, ex in zip(prompt.demos, demos)]},
-        })
-        err.print(f"wrote {out_path}", highlight=False)
+        write_json_atomic(
+            out_path,
+            {
+                "method": method,
+                "task": the_task.name,
+                "seed": seed,
+                "query": query,
+                "prompt": {
+                    "instruction": prompt.instruction,
+                    "demos": [
+                        {"pool_id": pid, "id": ex.id, "input": ex.input, "output": ex.target}
+                        for pid, ex in zip(prompt.demos, demos)
+                    ],
+                },
+            },
+        )
+        err.print(f"wrote {out_path}", highlight=False, markup=False)
 
-def _print_result(result: Any) -> None:
-    table = Table(title=f"Best prompt for {result.task} ({result.model})", show_lines=False)
+
+def _demo_table(title: str, ids: Any, demos: Any) -> Table:
+    table = Table(title=Text(title))
     table.add_column("#", justify="right")
     table.add_column("pool id", justify="right")
     table.add_column("input")
     table.add_column("output")
-    for pos, (pid, ex) in enumerate(zip(result.best.demos, result.demos), start=1):
-        table.add_row(str(pos), str(pid), ex.input, ex.target)
+    for pos, (pid, ex) in enumerate(zip(ids, demos), start=1):
+        table.add_row(str(pos), str(pid), Text(ex.input), Text(ex.target))  # no markup
+    return table
+
+
+def _print_result(result: Any) -> None:
+    table = _demo_table(
+        f"Best prompt for {result.task} ({result.model})", result.best.demos, result.demos
+    )
     if result.best.instruction:
-        out.print(f"[bold]instruction:[/] {result.best.instruction}", highlight=False)
+        out.print(Text.assemble(("instruction: ", "bold"), result.best.instruction))
     out.print(table)
     test = "n/a" if result.test_score is None else f"{result.test_score:.3f}"
     c = result.cost
