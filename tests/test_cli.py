@@ -35,6 +35,7 @@ def files(tmp_path):
     ("make", "extra", "needle"),
     [
         (lambda d: None, ["--pool", "{d}/missing.json"], "missing.json: file not found"),
+        (lambda d: None, ["--pool", "{d}/[bold]x[/].json"], "[bold]x[/].json: file not found"),
         (lambda d: (d / "bad.json").write_text("[{"), ["--pool", "{d}/bad.json"], "invalid JSON"),
         (lambda d: (d / "e.json").write_text("[]"), ["--pool", "{d}/e.json"], "pool is empty"),
         (
