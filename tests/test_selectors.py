@@ -77,3 +77,12 @@ def test_selectors_needing_models_say_so():
         SELECTORS.get("similarity")().fit(task, FitContext(llm=FakeLLM()))
     with pytest.raises(InputDataError, match="needs an LLM"):
         SELECTORS.get("uncertainty")().fit(task, FitContext(embedder=FakeEmbedder()))
+
+
+def test_entropy_with_generated_probe_inputs():
+    task = _classification_task()
+    ctx = _ctx()
+    sel = EntropySelector(seed=0, probe="generate", probe_size=5, max_permutations=2)
+    prompt = sel.fit(task, ctx).select(task, 3)
+    assert len(prompt.demos) == 3
+    assert ctx.spent.spent.llm_calls >= 5  # the probe inputs were generated (and charged)
