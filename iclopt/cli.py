@@ -131,6 +131,13 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _cache_arg(cache: Path | None, no_cache: bool) -> Path | bool:
+    """--cache/--no-cache as the library's ``cache`` argument."""
+    if no_cache:
+        return False
+    return cache if cache is not None else True
+
+
 def _labels(value: str) -> Any:
     if value == "auto":
         return "auto"
@@ -347,7 +354,7 @@ def optimize(
             max_new_tokens=max_new_tokens,
             max_llm_calls=max_llm_calls,
             max_prompt_tokens=max_prompt_tokens,
-            cache=False if no_cache else (cache if cache is not None else True),
+            cache=_cache_arg(cache, no_cache),
             on_step=on_step,
         )
     result.config["task_source"] = {
@@ -468,7 +475,7 @@ def compare(
             template=Template(style=template.value),
             scoring=scoring.value,
             max_new_tokens=max_new_tokens,
-            cache=False if no_cache else (cache if cache is not None else True),
+            cache=_cache_arg(cache, no_cache),
             on_run=on_run,
         )
     from iclopt.reports.comparison import markdown_table
@@ -556,7 +563,7 @@ def select(
             template=tmpl,
             scoring=scoring.value,
             max_new_tokens=max_new_tokens,
-            cache=False if no_cache else (cache if cache is not None else True),
+            cache=_cache_arg(cache, no_cache),
         )
     demos = [the_task.pool[i] for i in prompt.demos]
     out.print(_demo_table(f"{method} for {the_task.name}", prompt.demos, demos))

@@ -96,18 +96,18 @@ class SlotFeatures(SequenceFeatures):
         """Embed every pool example as "input -> output" once."""
         self.task_ = task
         self.pool_emb_ = self.embedder([f"{ex.input} -> {ex.target}" for ex in task.pool])
-        self._instr: dict[str | None, np.ndarray] = {}
+        self.instructions_: dict[str | None, np.ndarray] = {}
         return self
 
     def _instruction(self, instruction: str | None) -> np.ndarray:
-        if instruction not in self._instr:
+        if instruction not in self.instructions_:
             d = self.pool_emb_.shape[1]
-            self._instr[instruction] = (
+            self.instructions_[instruction] = (
                 np.zeros(d, dtype=np.float32)
                 if instruction is None
                 else self.embedder([instruction])[0]
             )
-        return self._instr[instruction]
+        return self.instructions_[instruction]
 
     def __call__(self, prompts: Sequence[Prompt]) -> np.ndarray:
         """Slot features, ``n x (k + 2) d``."""
@@ -123,6 +123,8 @@ class SlotFeatures(SequenceFeatures):
         for p in prompts:
             slots = self.pool_emb_[list(p.demos)]
             rows.append(
-                np.concatenate([slots.mean(axis=0), self._instruction(p.instruction), *slots])
+                np.concatenate(
+                    [slots.mean(axis=0), self._instruction(p.instruction), *slots]
+                )
             )
         return np.stack(rows).astype(np.float32)
