@@ -1,0 +1,5 @@
+"""``python -m iclopt.cli``."""
+
+from iclopt.cli import main
+
+main()

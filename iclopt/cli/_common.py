@@ -1,0 +1,280 @@
+"""What every `iclopt` command shares: app, consoles, error handling, options, task building."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from iclopt.errors import IcloptError, InputDataError
+
+app = typer.Typer(
+    name="iclopt",
+    help=(
+        "Find the instruction and ORDERED few-shot exemplars that make an LLM do a task "
+        "best, within a budget of LLM calls; compare with the classic selection heuristics."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(fn: F) -> F:
+    """Turn iclopt's errors into one line on stderr and exit code 2, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IcloptError as exc:
+            err.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class TemplateStyle(str, Enum):
+    """Prompt styles."""
+
+    completion = "completion"
+    chat = "chat"
+
+
+class ScoringMode(str, Enum):
+    """How a prompt's answers are obtained."""
+
+    auto = "auto"
+    generate = "generate"
+    labels = "labels"
+
+
+# Options shared by `optimize` and `compare`.
+O_TASK = typer.Option(None, "--task", help="A built-in task (see `iclopt tasks`).")
+O_POOL = typer.Option(
+    None,
+    help="File of candidate demonstrations (.json/.jsonl/.csv/.parquet, a saved HF dataset dir, or hf:NAME[:CONFIG][@SPLIT]).",
+)
+O_VAL = typer.Option(None, help="File of validation queries: prompts are scored on these.")
+O_TEST = typer.Option(
+    None, help="File of held-out test queries: final prompts are scored on these."
+)
+O_DATA = typer.Option(
+    None,
+    help="One file, shuffled with --split-seed and cut into val, test and pool (instead of --pool/--val/--test).",
+)
+O_INPUT_COL = typer.Option("input", help="Column (field) holding the input text.")
+O_OUTPUT_COL = typer.Option(
+    "output", help="Column holding the answer (text, or a list of acceptable answers)."
+)
+O_POOL_SIZE = typer.Option(
+    100, min=1, help="Keep at most this many pool examples (the first ones)."
+)
+O_VAL_SIZE = typer.Option(20, min=1, help="Keep at most this many validation queries.")
+O_TEST_SIZE = typer.Option(100, min=1, help="Keep at most this many test queries.")
+O_SPLIT_SEED = typer.Option(0, help="Seed of the shuffle that splits --data.")
+O_LABELS = typer.Option(
+    "auto",
+    help="Label set of a classification task: 'auto' (inferred from the pool), 'none', or comma-separated labels.",
+)
+O_METRIC = typer.Option(
+    "auto",
+    help="exact_match, contains, token_f1, set_match, label_accuracy, or 'auto' (chosen from the task).",
+)
+O_K = typer.Option(5, min=1, help="Number of demonstrations in the prompt.")
+O_MODEL = typer.Option(
+    "smollm2",
+    help="LLM: 'smollm2' (embedded, offline), a local transformers model directory, a .gguf file, or hf:HUB_ID (online only).",
+)
+O_TEMPLATE = typer.Option(
+    TemplateStyle.completion,
+    help="'completion' (Input:/Output: text) or 'chat' (the model's chat template).",
+)
+O_SCORING = typer.Option(
+    ScoringMode.auto,
+    help="'generate' (greedy answer, then the metric), 'labels' (most likely label), or 'auto' (labels for classification tasks).",
+)
+O_MAX_NEW_TOKENS = typer.Option(16, min=1, help="Generation cap per answer.")
+O_CACHE = typer.Option(
+    None,
+    help="Result cache (SQLite). Default: $ICLOPT_CACHE_DIR/results.sqlite or ~/.cache/iclopt/results.sqlite.",
+)
+O_NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the result cache.")
+O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # library progress bars; the CLI has its own
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def cache_arg(cache: Path | None, no_cache: bool) -> Path | bool:
+    """--cache/--no-cache as the library's ``cache`` argument."""
+    if no_cache:
+        return False
+    return cache if cache is not None else True
+
+
+def parse_labels(value: str) -> Any:
+    if value == "auto":
+        return "auto"
+    if value == "none":
+        return None
+    labels = [v.strip() for v in value.split(",") if v.strip()]
+    if len(labels) < 2:
+        raise InputDataError(f"--labels needs 'auto', 'none' or at least two labels, got {value!r}")
+    return labels
+
+
+def read_instructions(
+    instruction: list[str] | None, instructions_file: Path | None
+) -> list[str | None]:
+    found: list[str | None] = list(instruction or [])
+    if instructions_file is not None:
+        try:
+            text = instructions_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputDataError(f"{instructions_file}: file not found") from None
+        except UnicodeDecodeError as exc:
+            raise InputDataError(
+                f"{instructions_file}: not valid UTF-8 (byte {exc.start})"
+            ) from None
+        found += [line.strip() for line in text.splitlines() if line.strip()]
+    return found or [None]
+
+
+def build_task(
+    task: str | None,
+    pool: str | None,
+    val: str | None,
+    test: str | None,
+    data: str | None,
+    input_col: str,
+    output_col: str,
+    pool_size: int,
+    val_size: int,
+    test_size: int,
+    split_seed: int,
+    labels: str,
+    metric: str,
+    k: int,
+) -> Any:
+    """The task named by the shared task options of ``optimize`` and ``compare``."""
+    from iclopt.data import load_task
+    from iclopt.datasets import get_task
+    from iclopt.metrics import get_metric
+
+    sources = [x for x in (pool, val, test, data) if x is not None]
+    if task is not None and sources:
+        raise InputDataError("give either --task or data files, not both")
+    if task is not None:
+        the_task = get_task(task)
+        if metric != "auto":
+            the_task.metric = metric
+    elif sources:
+        the_task = load_task(
+            pool=pool,
+            val=val,
+            test=test,
+            data=data,
+            input_col=input_col,
+            output_col=output_col,
+            pool_size=pool_size,
+            val_size=val_size,
+            test_size=test_size,
+            split_seed=split_seed,
+            metric=metric,
+            labels=parse_labels(labels),
+        )
+    else:
+        raise InputDataError("no task: give --task NAME, --pool/--val/--test files, or --data FILE")
+    get_metric(the_task.metric)
+    if k > len(the_task.pool):
+        raise InputDataError(f"--k {k} is larger than the pool ({len(the_task.pool)} examples)")
+    return the_task
+
+
+def load_llm(model: str) -> Any:
+    from iclopt.llms import get_llm
+    from iclopt.llms.hf import HFModel
+
+    with err.status(f"loading {model} (the first run converts the embedded model, ~20 s) ..."):
+        llm = get_llm(model)
+        if isinstance(llm, HFModel):
+            llm.load()
+    return llm
+
+
+def describe(the_task: Any, llm: Any, scoring: ScoringMode) -> None:
+    labels = scoring == ScoringMode.labels or (scoring == ScoringMode.auto and the_task.labels)
+    metric = the_task.metric if isinstance(the_task.metric, str) else "custom"
+    err.print(
+        f"task {the_task.name}: pool {len(the_task.pool)}, val {len(the_task.val)}, "
+        f"test {len(the_task.test)}; metric {metric}; "
+        f"{'label scoring' if labels else 'generation'}; model {llm.identity}",
+        highlight=False,
+        markup=False,
+    )
+
+
+def progress_bar(quiet: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+    )
+
+
+def demo_table(title: str, ids: Any, demos: Any) -> Table:
+    table = Table(title=Text(title))
+    table.add_column("#", justify="right")
+    table.add_column("pool id", justify="right")
+    table.add_column("input")
+    table.add_column("output")
+    for pos, (pid, ex) in enumerate(zip(ids, demos), start=1):
+        table.add_row(str(pos), str(pid), Text(ex.input), Text(ex.target))  # no markup
+    return table
+
+
+def print_result(result: Any) -> None:
+    table = demo_table(
+        f"Best prompt for {result.task} ({result.model})", result.best.demos, result.demos
+    )
+    if result.best.instruction:
+        out.print(Text.assemble(("instruction: ", "bold"), result.best.instruction))
+    out.print(table)
+    test = "n/a" if result.test_score is None else f"{result.test_score:.3f}"
+    c = result.cost
+    out.print(
+        f"val score {result.val_score:.3f}   test score {test}   "
+        f"search: {c['evaluations']} evaluations, {c['llm_calls']} LLM calls, "
+        f"{c['prompt_tokens']} prompt tokens, {c['cache_hits']} cache hits, {c['seconds']:.1f} s",
+        highlight=False,
+    )
