@@ -10,6 +10,8 @@ Example:
 from __future__ import annotations
 
 from iclopt.api import ComparisonResult, compare, optimize, select
+from iclopt.attribution import ATTRIBUTORS, Attribution, Attributor, Detail, LeaveOneOut, Shapley
+from iclopt.attribution.api import attribute
 from iclopt.bandits import OPTIMIZERS, Optimizer, RandomSearch
 from iclopt.data import Example, Task, load_examples, load_task
 from iclopt.datasets import TASKS, get_task
@@ -30,15 +32,19 @@ from iclopt.results import OptimizationResult
 __version__ = "0.1.0"
 
 __all__ = [
+    "ATTRIBUTORS",
     "LLM",
     "LLMS",
     "METRICS",
     "OPTIMIZERS",
     "TASKS",
+    "Attribution",
+    "Attributor",
     "Budget",
     "BudgetExhausted",
     "ComparisonResult",
     "Cost",
+    "Detail",
     "Evaluation",
     "Evaluator",
     "Example",
@@ -46,16 +52,19 @@ __all__ = [
     "IcloptError",
     "InputDataError",
     "LLMError",
+    "LeaveOneOut",
     "MissingDependencyError",
     "OptimizationResult",
     "Optimizer",
     "Prompt",
     "RandomSearch",
     "ResultCache",
+    "Shapley",
     "Task",
     "Template",
     "UnknownNameError",
     "__version__",
+    "attribute",
     "compare",
     "get_llm",
     "get_task",

@@ -1,0 +1,311 @@
+"""The attribution contract: which demonstrations of a prompt help, hurt, or look mislabeled.
+
+Every method answers the same question through the same call,
+``Attributor.attribute(task, prompt, queries) -> Attribution`` (as every Captum method
+exposes ``.attribute()``), and is registered by name in :data:`ATTRIBUTORS`.
+
+Sign convention, for every method: ``scores[j]`` is the contribution of the ``j``-th
+demonstration of the prompt (in prompt order) to the prompt's quality on the queries;
+**higher means more helpful**, negative means the prompt does better without it.
+``suspect[j]``, where a method has one, is a "likely mislabeled" score; higher means more
+suspect.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from iclopt.data import Example, Task
+from iclopt.errors import InputDataError
+from iclopt.evaluation import Budget, Cost, Evaluator, ResultCache, Scoring
+from iclopt.llms.base import LLM
+from iclopt.prompts import Prompt, Template
+from iclopt.registry import Registry
+
+__all__ = [
+    "ATTRIBUTORS",
+    "Attribution",
+    "Attributor",
+    "EvaluatorAttributor",
+    "register_attributor",
+]
+
+#: Attribution methods by name (``detail``, ``loo``, ``shapley``).
+ATTRIBUTORS: Registry[type[Attributor]] = Registry("attribution method")
+
+
+def register_attributor(name: str) -> Any:
+    """Class decorator registering an attributor under ``name``; duplicates raise."""
+
+    def deco(cls: type[Attributor]) -> type[Attributor]:
+        cls.name = name
+        return ATTRIBUTORS.register(name)(cls)
+
+    return deco
+
+
+def _robust_outliers(values: np.ndarray, z: float) -> list[int]:
+    """Indices whose value lies more than ``z`` robust standard deviations above the median."""
+    med = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - med)))
+    if mad <= 0:
+        mad = float(np.std(values))
+    if mad <= 0:
+        return []
+    return [int(i) for i in np.flatnonzero(values > med + z * mad)]
+
+
+@dataclass
+class Attribution:
+    """What an attribution method found about the demonstrations of one prompt.
+
+    Index ``j`` of every array is the ``j``-th demonstration in prompt order.
+
+    Attributes:
+        method: Registered name of the method.
+        task: Task name.
+        model: Identity of the LLM.
+        prompt: The attributed prompt (ids into ``task.pool``).
+        demos: Its demonstrations, in order.
+        scores: ``n`` contributions; higher = more helpful (see the module docstring).
+        suspect: ``n`` "likely mislabeled" scores (higher = more suspect), or ``None``.
+        per_query: ``n x q`` per-query contributions, or ``None``.
+        errors: ``n`` standard errors of ``scores`` (sampling methods), or ``None``.
+        query_ids: Ids of the ``q`` queries the scores are about.
+        cost: What computing it cost.
+        config: The method's settings (layer, lambda, utility, samples, ...).
+        extra: Method-specific values worth keeping (e.g. ``v(all)`` and ``v(empty)``).
+    """
+
+    method: str
+    task: str
+    model: str
+    prompt: Prompt
+    demos: list[Example]
+    scores: np.ndarray
+    suspect: np.ndarray | None = None
+    per_query: np.ndarray | None = None
+    errors: np.ndarray | None = None
+    query_ids: list[str] = field(default_factory=list)
+    cost: Cost = field(default_factory=Cost)
+    config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ rankings
+    def suspicion(self) -> np.ndarray:
+        """One "how likely is this demonstration harmful or mislabeled" value per demo.
+
+        ``suspect`` where the method has one; otherwise ``-scores`` (the most negative
+        contribution is the most suspect).
+        """
+        return self.suspect if self.suspect is not None else -self.scores
+
+    def ranking(self) -> list[int]:
+        """Demo positions from the most suspect to the least (ties: prompt order)."""
+        s = self.suspicion()
+        return [int(i) for i in np.argsort(-s, kind="stable")]
+
+    @property
+    def flagged(self) -> list[int]:
+        """Positions flagged as harmful or likely mislabeled, most suspect first.
+
+        With a ``suspect`` score (``detail``): robust outliers, more than 2 robust
+        standard deviations (1.4826 MAD) above the median. Otherwise: a negative
+        contribution, beyond two standard errors where the method reports them.
+        """
+        if self.suspect is not None:
+            out = _robust_outliers(self.suspect, 2.0)
+        elif self.errors is not None:
+            out = [int(i) for i in np.flatnonzero(self.scores + 2 * self.errors < 0)]
+        else:
+            out = [int(i) for i in np.flatnonzero(self.scores < 0)]
+        order = {p: r for r, p in enumerate(self.ranking())}
+        return sorted(out, key=order.__getitem__)
+
+    def most_harmful(self) -> int:
+        """Position of the most suspect demonstration."""
+        return self.ranking()[0]
+
+    # ------------------------------------------------------------------ output
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (what ``attribution.json`` holds)."""
+
+        def arr(a: np.ndarray | None) -> Any:
+            return None if a is None else np.asarray(a, dtype=float).round(10).tolist()
+
+        flagged = set(self.flagged)
+        return {
+            "method": self.method,
+            "task": self.task,
+            "model": self.model,
+            "prompt": self.prompt.as_dict(),
+            "demos": [
+                {
+                    "position": j,
+                    "pool_id": pid,
+                    "id": ex.id,
+                    "input": ex.input,
+                    "output": ex.output if isinstance(ex.output, str) else list(ex.output),
+                    "score": float(self.scores[j]),
+                    "suspect": None if self.suspect is None else float(self.suspect[j]),
+                    "error": None if self.errors is None else float(self.errors[j]),
+                    "flagged": j in flagged,
+                }
+                for j, (pid, ex) in enumerate(zip(self.prompt.demos, self.demos))
+            ],
+            "scores": arr(self.scores),
+            "suspect": arr(self.suspect),
+            "errors": arr(self.errors),
+            "per_query": arr(self.per_query),
+            "query_ids": list(self.query_ids),
+            "flagged": self.flagged,
+            "ranking": self.ranking(),
+            "cost": self.cost.as_dict(),
+            "config": self.config,
+            "extra": self.extra,
+        }
+
+    def plot(self, ax: Any = None) -> Any:
+        """Horizontal bar chart: one bar per demonstration, flagged ones in red.
+
+        Args:
+            ax: A matplotlib axes to draw on; a new figure when ``None``.
+
+        Returns:
+            The matplotlib figure.
+        """
+        from iclopt.reports.attribution import plot_attribution
+
+        return plot_attribution(self, ax=ax)
+
+    def save(self, out_dir: str | Any) -> dict[str, Any]:
+        """Write ``attribution.json``, ``.md`` and ``.html`` into ``out_dir`` (atomically)."""
+        from iclopt.reports.attribution import write_attribution
+
+        return write_attribution(self, out_dir)
+
+
+class Attributor(ABC):
+    """Explains a prompt: one contribution score per demonstration.
+
+    ``__init__`` only stores keyword arguments (the LLM and the method's settings);
+    validation happens in :meth:`attribute`.
+    """
+
+    #: Registered name (set by :func:`register_attributor`).
+    name: ClassVar[str] = ""
+    #: Whether the method needs a white-box backend (hidden states).
+    needs_hidden_states: ClassVar[bool] = False
+
+    @abstractmethod
+    def attribute(
+        self, task: Task, prompt: Prompt, queries: Sequence[Example] | None = None
+    ) -> Attribution:
+        """Attribute the quality of ``prompt`` on ``queries`` to its demonstrations.
+
+        Args:
+            task: The task; ``prompt.demos`` index ``task.pool``.
+            prompt: The prompt to explain; needs at least one demonstration.
+            queries: Labelled queries the contributions are measured on; default
+                ``task.val``.
+
+        Returns:
+            The :class:`Attribution`.
+
+        Raises:
+            InputDataError: No demonstrations, bad ids, or bad settings.
+        """
+
+    @staticmethod
+    def _check_prompt(task: Task, prompt: Prompt) -> None:
+        prompt.validate(len(task.pool))
+        if not prompt.demos:
+            raise InputDataError("the prompt has no demonstrations to attribute")
+
+
+class EvaluatorAttributor(Attributor):
+    """Base of the black-box methods, which score prompts through the :class:`Evaluator`.
+
+    Args:
+        llm: The LLM (any backend).
+        template: Prompt template; completion style by default.
+        scoring: ``"auto"``, ``"generate"`` or ``"labels"`` (see :class:`Evaluator`).
+        utility: What a prompt is worth on a query: ``"metric"`` (the task metric),
+            ``"logprob"`` (log-probability of the gold label, normalized over the label
+            set: a smooth, less noisy value; label scoring only), or ``"auto"``
+            (``"logprob"`` under label scoring, else ``"metric"``).
+        max_new_tokens: Generation cap (``None``: the evaluator's default).
+        cache: Result cache, or ``None``.
+        budget: Charged for every evaluation, or ``None`` for no cap.
+    """
+
+    def __init__(
+        self,
+        *,
+        llm: LLM,
+        template: Template | None = None,
+        scoring: Scoring = "auto",
+        utility: str = "auto",
+        max_new_tokens: int | None = None,
+        cache: ResultCache | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        self.llm = llm
+        self.template = template
+        self.scoring = scoring
+        self.utility = utility
+        self.max_new_tokens = max_new_tokens
+        self.cache = cache
+        self.budget = budget
+
+    def _evaluator(self, task: Task) -> Evaluator:
+        kwargs: dict[str, Any] = {}
+        if self.max_new_tokens is not None:
+            kwargs["max_new_tokens"] = self.max_new_tokens
+        return Evaluator(
+            task,
+            self.llm,
+            template=self.template,
+            scoring=self.scoring,
+            cache=self.cache,
+            budget=self.budget,
+            **kwargs,
+        )
+
+    def _utility_kind(self, evaluator: Evaluator) -> str:
+        if self.utility not in ("auto", "metric", "logprob"):
+            raise InputDataError(
+                f"The 'utility' parameter of {type(self).__name__} must be 'auto', 'metric' "
+                f"or 'logprob'. Got {self.utility!r} instead."
+            )
+        if self.utility == "logprob" and evaluator.scoring != "labels":
+            raise InputDataError("utility 'logprob' needs label scoring (a classification task)")
+        if self.utility == "auto":
+            return "logprob" if evaluator.scoring == "labels" else "metric"
+        return self.utility
+
+    @staticmethod
+    def _per_query_values(
+        rows: list[dict[str, Any]], queries: Sequence[Example], kind: str
+    ) -> np.ndarray:
+        """Per-query utility of one evaluation."""
+        if kind == "metric":
+            return np.array([float(r["score"]) for r in rows])
+        out = []
+        for r, q in zip(rows, queries):
+            lps = r["label_logprobs"]
+            labels = list(lps)
+            vals = np.array([lps[lab] for lab in labels], dtype=np.float64)
+            norm = vals - np.logaddexp.reduce(vals)
+            gold = [norm[labels.index(a)] for a in q.answers if a in lps]
+            if not gold:
+                raise InputDataError(
+                    f"query {q.id!r}: its answer {q.target!r} is not in the label set"
+                )
+            out.append(max(gold))
+        return np.array(out)

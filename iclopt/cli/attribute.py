@@ -1,0 +1,289 @@
+"""`iclopt attribute`: which demonstrations of a prompt help, hurt, or look mislabeled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from iclopt.cli._common import (
+    O_CACHE,
+    O_DATA,
+    O_INPUT_COL,
+    O_LABELS,
+    O_METRIC,
+    O_MODEL,
+    O_NO_CACHE,
+    O_OUTPUT_COL,
+    O_POOL,
+    O_POOL_SIZE,
+    O_SCORING,
+    O_SPLIT_SEED,
+    O_TASK,
+    O_TEST,
+    O_TEST_SIZE,
+    O_VAL,
+    O_VAL_SIZE,
+    InputDataError,
+    ScoringMode,
+    TemplateStyle,
+    app,
+    build_task,
+    cache_arg,
+    err,
+    load_llm,
+    one_line_errors,
+    out,
+    quiet_libraries,
+)
+
+
+def _task_from_result(res: Any) -> Any:
+    """Rebuild the task an `iclopt optimize --out` result was made on."""
+    src = res.config.get("task_source")
+    if not isinstance(src, dict):
+        raise InputDataError(
+            "the result does not record its task; give it with --task or --pool/--val/--test"
+        )
+    sizes = res.config.get("sizes") or {}
+    labels = res.config.get("labels")
+    metric = res.config.get("metric")
+    return build_task(
+        src.get("task"),
+        src.get("pool"),
+        src.get("val"),
+        src.get("test"),
+        src.get("data"),
+        src.get("input_col", "input"),
+        src.get("output_col", "output"),
+        int(sizes.get("pool", 100)),
+        int(sizes.get("val", 20)),
+        max(int(sizes.get("test", 100)), 1),
+        int(src.get("split_seed", 0)),
+        ",".join(labels) if labels else "none",
+        metric if isinstance(metric, str) else "auto",
+        1,
+    )
+
+
+def _check_result_matches(res: Any, task: Any, path: Path) -> None:
+    if res.task and res.task != task.name:
+        raise InputDataError(f"{path} was made on task {res.task!r}, not on {task.name!r}")
+    for pid, ex in zip(res.best.demos, res.demos):
+        if not 0 <= pid < len(task.pool):
+            raise InputDataError(
+                f"{path}: demonstration id {pid} is outside the pool of {task.name!r} "
+                f"({len(task.pool)} items); the result is from another task"
+            )
+        mine = task.pool[pid]
+        if mine.input != ex.input or mine.target != ex.target:
+            raise InputDataError(
+                f"{path}: pool item {pid} differs from the task's; the result is from another "
+                "task or pool"
+            )
+
+
+def _parse_ids(ids: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in ids.split(",") if x.strip())
+    except ValueError:
+        raise InputDataError(f"--ids needs comma-separated pool ids, got {ids!r}") from None
+
+
+@app.command()
+@one_line_errors
+def attribute(
+    result: Path = typer.Argument(
+        None, help="A JSON result written by `iclopt optimize --out`: attribute its best prompt."
+    ),
+    method: str = typer.Option(
+        "detail",
+        help="detail (white-box, one forward pass), loo (leave-one-out) or shapley (Monte Carlo permutation Shapley); loo and shapley work with any model.",
+    ),
+    task: str = O_TASK,
+    pool: str = O_POOL,
+    val: str = O_VAL,
+    test: str = O_TEST,
+    data: str = O_DATA,
+    input_col: str = O_INPUT_COL,
+    output_col: str = O_OUTPUT_COL,
+    pool_size: int = O_POOL_SIZE,
+    val_size: int = O_VAL_SIZE,
+    test_size: int = O_TEST_SIZE,
+    split_seed: int = O_SPLIT_SEED,
+    labels: str = O_LABELS,
+    metric: str = O_METRIC,
+    ids: str = typer.Option(
+        None, "--ids", help="An explicit prompt: comma-separated pool ids, in order."
+    ),
+    instruction: str = typer.Option(None, help="Instruction of an explicit prompt."),
+    demos: int = typer.Option(
+        None,
+        "--demos",
+        min=1,
+        help="Attribute M random pool items at once (noisy-label screening; seeded by --seed).",
+    ),
+    seed: int = typer.Option(
+        0, help="Seed: --demos sampling, DETAIL's projection, Shapley's permutations."
+    ),
+    layer: int = typer.Option(
+        None, help="detail: hidden-state layer (0 = embeddings); default the middle one."
+    ),
+    lam: float = typer.Option(
+        None, help="detail: relative ridge penalty (times the mean squared norm); default 1.0."
+    ),
+    projection_dim: int = typer.Option(
+        None, min=1, help="detail: seeded random projection to this many dimensions."
+    ),
+    no_center: bool = typer.Option(
+        False, "--no-center", help="detail: do not center the representations (no intercept)."
+    ),
+    utility: str = typer.Option(
+        None,
+        help="loo/shapley: 'metric', 'logprob' (gold label log-probability; label scoring) or 'auto'.",
+    ),
+    permutations: int = typer.Option(
+        None, min=2, help="shapley: sample budget in permutations (default 50)."
+    ),
+    tolerance: float = typer.Option(
+        None, help="shapley: stop when every standard error <= this times |v(all) - v(empty)|."
+    ),
+    max_evaluations: int = typer.Option(
+        None, min=1, help="loo/shapley: hard cap on prompt evaluations."
+    ),
+    model: str = O_MODEL,
+    template: TemplateStyle = typer.Option(
+        None, help="'completion' or 'chat'; default the result's template, else completion."
+    ),
+    scoring: ScoringMode = O_SCORING,
+    max_new_tokens: int = typer.Option(None, min=1, help="loo/shapley: generation cap."),
+    cache: Path = O_CACHE,
+    no_cache: bool = O_NO_CACHE,
+    out_dir: Path = typer.Option(
+        Path("."),
+        "--out",
+        help="Folder for attribution.json, attribution.md and attribution.html (created).",
+    ),
+) -> None:
+    """Explain a prompt: which demonstrations help, which hurt, which look mislabeled.
+
+    Give the prompt as RESULT.json (its best prompt and task), or a task (--task or
+    --pool/--val/--test) with --ids (an explicit prompt) or --demos M (M random pool items).
+    Writes attribution.json, attribution.md and a self-contained attribution.html.
+    """
+    from iclopt.attribution import ATTRIBUTORS, make_attributor
+    from iclopt.attribution.api import _result_cache
+    from iclopt.evaluation import Budget
+    from iclopt.prompts import Prompt, Template
+    from iclopt.results import OptimizationResult
+
+    quiet_libraries()
+    cls = ATTRIBUTORS.get(method)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputDataError(f"{out_dir}: exists and is not a directory")
+    given = sum(x is not None for x in (result, ids, demos))
+    if given == 0:
+        raise InputDataError("no prompt: give RESULT.json, --ids or --demos")
+    if given > 1:
+        raise InputDataError("give only one of RESULT.json, --ids and --demos")
+    has_task = task is not None or any(x is not None for x in (pool, val, test, data))
+    res = OptimizationResult.load(result) if result is not None else None
+    if has_task or res is None:
+        the_task = build_task(
+            task,
+            pool,
+            val,
+            test,
+            data,
+            input_col,
+            output_col,
+            pool_size,
+            val_size,
+            test_size,
+            split_seed,
+            labels,
+            metric,
+            1,
+        )
+    else:
+        the_task = _task_from_result(res)
+    if res is not None:
+        assert result is not None
+        _check_result_matches(res, the_task, result)
+        prompt = res.best
+        tmpl = res.template if template is None else Template(style=template.value)
+    else:
+        tmpl = Template(style=(template or TemplateStyle.completion).value)
+        if demos is not None:
+            if demos > len(the_task.pool):
+                raise InputDataError(
+                    f"--demos {demos} is larger than the pool ({len(the_task.pool)} examples)"
+                )
+            import numpy as np
+
+            picked = np.random.default_rng(seed).choice(len(the_task.pool), demos, replace=False)
+            prompt = Prompt(instruction, tuple(int(i) for i in picked))
+        else:
+            prompt = Prompt(instruction, _parse_ids(ids))
+    prompt.validate(len(the_task.pool))
+    if not prompt.demos:
+        raise InputDataError("the prompt has no demonstrations to attribute")
+    options: dict[str, Any] = {
+        "layer": layer,
+        "lam": lam,
+        "projection_dim": projection_dim,
+        "center": False if no_center else None,
+        "utility": utility,
+        "max_permutations": permutations,
+        "tolerance": tolerance,
+    }
+    llm = load_llm(model)
+    if res is not None and res.model and res.model != llm.identity:
+        raise InputDataError(
+            f"{result} was made with model {res.model!r}, not {llm.identity!r}; pass --model"
+        )
+    attributor = make_attributor(
+        method,
+        llm,
+        template=tmpl,
+        scoring=scoring.value,
+        max_new_tokens=max_new_tokens,
+        cache=None if cls.needs_hidden_states else _result_cache(cache_arg(cache, no_cache)),
+        budget=Budget(max_evaluations=max_evaluations) if max_evaluations is not None else None,
+        seed=seed,
+        **options,
+    )
+    with err.status(f"attributing {len(prompt.demos)} demonstrations with {method} ..."):
+        attr = attributor.attribute(the_task, prompt)
+    paths = attr.save(out_dir)
+    _print(attr)
+    err.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False, markup=False)
+
+
+def _print(attr: Any) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    flagged = set(attr.flagged)
+    table = Table(title=Text(f"{attr.method} attribution for {attr.task} ({attr.model})"))
+    for col in ("#", "pool id", "score", "suspect", "flagged", "input", "output"):
+        table.add_column(col)
+    for j, (pid, ex) in enumerate(zip(attr.prompt.demos, attr.demos)):
+        suspect = "" if attr.suspect is None else f"{attr.suspect[j]:.4g}"
+        table.add_row(
+            str(j + 1),
+            str(pid),
+            f"{attr.scores[j]:.4g}",
+            suspect,
+            "yes" if j in flagged else "",
+            Text(ex.input[:80]),
+            Text(ex.target),
+        )
+    out.print(table)
+    c = attr.cost
+    out.print(
+        f"cost: {c.evaluations} evaluations, {c.llm_calls} LLM calls, {c.prompt_tokens} prompt "
+        f"tokens, {c.cache_hits} cache hits, {c.seconds:.1f} s",
+        highlight=False,
+    )
