@@ -146,11 +146,10 @@ class Detail(Attributor):
         lam: Ridge penalty, relative (> 0): ``lambda = lam * trace(M M^T) / n``, the mean
             squared norm of the demonstrations' representations, so that one setting means
             the same at every layer of every model (hidden-state scales differ by orders
-            of magnitude).
+            of magnitude). Default 0.01 (measured in ``docs/benchmarks.md``).
         center: Center representations and targets on the demonstrations' mean (a ridge
-            fit with an unpenalized intercept). On SmolLM2 a large component shared by
-            every hidden state dominates ``M M^T`` otherwise (measured in
-            ``docs/benchmarks.md``).
+            fit with an unpenalized intercept; not in the paper). Off by default; it helps
+            on some tasks and hurts on others (``docs/benchmarks.md``).
         projection_dim: Project representations to this many dimensions with a seeded
             Gaussian matrix (entries ``N(0, 1/projection_dim)``); ``None``: no projection.
         seed: Seed of the projection; ``None`` draws fresh entropy.
@@ -172,8 +171,8 @@ class Detail(Attributor):
         llm: LLM,
         template: Template | None = None,
         layer: int | None = None,
-        lam: float = 1.0,
-        center: bool = True,
+        lam: float = 0.01,
+        center: bool = False,
         projection_dim: int | None = None,
         seed: int | None = 0,
     ) -> None:

@@ -131,13 +131,15 @@ def attribute(
         None, help="detail: hidden-state layer (0 = embeddings); default the middle one."
     ),
     lam: float = typer.Option(
-        None, help="detail: relative ridge penalty (times the mean squared norm); default 1.0."
+        None, help="detail: relative ridge penalty (times the mean squared norm); default 0.01."
     ),
     projection_dim: int = typer.Option(
         None, min=1, help="detail: seeded random projection to this many dimensions."
     ),
-    no_center: bool = typer.Option(
-        False, "--no-center", help="detail: do not center the representations (no intercept)."
+    center: bool = typer.Option(
+        False,
+        "--center",
+        help="detail: center representations and targets (a ridge fit with an intercept).",
     ),
     utility: str = typer.Option(
         None,
@@ -233,7 +235,7 @@ def attribute(
         "layer": layer,
         "lam": lam,
         "projection_dim": projection_dim,
-        "center": False if no_center else None,
+        "center": True if center else None,
         "utility": utility,
         "max_permutations": permutations,
         "tolerance": tolerance,

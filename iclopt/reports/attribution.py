@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["html_report", "markdown_report", "plot_attribution", "write_attribution"]
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|~>])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|~])")
 
 
 def _md(text: str, limit: int | None = 160) -> str:
