@@ -1,25 +1,43 @@
 """The ask/tell optimizer contract and its registry.
 
-Optimizers only propose prompts (:meth:`Optimizer.suggest`) and learn from rewards
-(:meth:`Optimizer.observe`); the loop that drives them, the budget, progress and the
-result live in :mod:`iclopt.search`, once for all of them (as in optuna's
-``Study.ask`` / ``Study.tell``).
+Optimizers only propose prompts (:meth:`Optimizer.suggest` / :meth:`Optimizer.ask`) and
+learn from rewards (:meth:`Optimizer.observe` / :meth:`Optimizer.tell`); the loop that
+drives them, the budget, progress and the result live in :mod:`iclopt.search`, once for
+all of them (as in optuna's ``Study.ask`` / ``Study.tell``).
+
+Two levels of the contract:
+
+* ``suggest() -> Prompt`` and ``observe(prompt, reward)``: the minimum; every proposal is
+  scored on the validation set.
+* ``ask() -> Trial`` and ``tell(trial, reward)``: what :func:`~iclopt.search.run_search`
+  calls. A :class:`Trial` carries the prompt, the reasons it was chosen (diagnostics for
+  the trace) and, for re-scoring, the pool ids to use as extra labelled queries instead of
+  the validation set. The defaults wrap ``suggest`` / ``observe``.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from iclopt.data import Task
-from iclopt.errors import InputDataError
+from iclopt.errors import IcloptError, InputDataError
 from iclopt.prompts import Prompt
 from iclopt.registry import Registry
 
-__all__ = ["OPTIMIZERS", "Optimizer", "register_optimizer"]
+__all__ = [
+    "OPTIMIZERS",
+    "Optimizer",
+    "SearchSpaceExhausted",
+    "Trial",
+    "register_optimizer",
+    "space_size",
+]
 
 OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer")
 
@@ -27,6 +45,45 @@ OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer")
 def register_optimizer(name: str) -> Any:
     """Class decorator registering an optimizer under ``name``."""
     return OPTIMIZERS.register(name)
+
+
+class SearchSpaceExhausted(IcloptError):
+    """Every prompt of the search space has been proposed; nothing new is left."""
+
+
+def space_size(pool_size: int, k: int, n_instructions: int = 1) -> int:
+    """Number of distinct prompts: ordered k-tuples of distinct ids times instructions.
+
+    Example:
+        >>> space_size(4, 2, 3)
+        36
+    """
+    if k > pool_size:
+        return 0
+    return math.perm(pool_size, k) * n_instructions
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One thing to evaluate: a prompt, on which queries, and why it was chosen.
+
+    Attributes:
+        prompt: The prompt to score.
+        queries: ``None`` to score on the validation set; otherwise ids of POOL examples
+            used as extra labelled queries (re-scoring; never ids of ``prompt.demos``).
+        info: Diagnostics recorded in the trace: ``source`` (``initial``, ``random``,
+            ``ot``, ``local``, ``rescore``, ...) and, for model-based methods, the
+            predicted ``mean``, its ``std`` and the ``acquisition`` value.
+    """
+
+    prompt: Prompt
+    queries: tuple[int, ...] | None = None
+    info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> tuple[Prompt, tuple[int, ...] | None]:
+        """What identifies an evaluation: the prompt and its query set."""
+        return (self.prompt, self.queries)
 
 
 class Optimizer(ABC):
@@ -53,8 +110,14 @@ class Optimizer(ABC):
         self.seed = seed
         self.instructions = instructions
 
-    def setup(self, task: Task) -> None:
-        """Validate parameters against ``task`` and reset the search state."""
+    def setup(self, task: Task, *, budget: int | None = None) -> None:
+        """Validate parameters against ``task`` and reset the search state.
+
+        Args:
+            task: The task searched.
+            budget: The number of evaluations the search may spend, when known (model-based
+                optimizers size their initial design and re-scoring phase with it).
+        """
         name = type(self).__name__
         n = len(task.pool)
         if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
@@ -65,20 +128,77 @@ class Optimizer(ABC):
             raise InputDataError(f"k={self.k} is larger than the pool of task {task.name!r} ({n})")
         if not self.instructions:
             raise InputDataError(f"The 'instructions' parameter of {name} must not be empty.")
+        if len(set(self.instructions)) != len(self.instructions):
+            raise InputDataError(f"The 'instructions' parameter of {name} has duplicates.")
         self.task_ = task
+        self.budget_ = budget
         self.rng_ = np.random.default_rng(self.seed)
         self.history_: list[tuple[Prompt, float]] = []
         self.seen_: set[Prompt] = set()
+        self.space_size_ = space_size(n, int(self.k), len(self.instructions))
 
     @abstractmethod
     def suggest(self) -> Prompt:
-        """Propose the next prompt to evaluate."""
+        """Propose the next prompt to evaluate on the validation set.
+
+        Raises:
+            SearchSpaceExhausted: Every prompt has been proposed already.
+        """
 
     def observe(self, prompt: Prompt, reward: float) -> None:
         """Learn from the reward (validation score) of a suggested prompt."""
         self.history_.append((prompt, float(reward)))
         self.seen_.add(prompt)
 
+    def ask(self) -> Trial:
+        """The next evaluation; the default scores :meth:`suggest`'s prompt on validation.
+
+        Raises:
+            SearchSpaceExhausted: Nothing new is left to evaluate.
+        """
+        return Trial(self.suggest(), info={"source": "random"})
+
+    def tell(self, trial: Trial, reward: float) -> None:
+        """Learn from the score of an asked trial (the default: :meth:`observe`)."""
+        if trial.queries is None:
+            self.observe(trial.prompt, reward)
+
+    def recommend(self) -> tuple[Prompt, dict[str, Any]]:
+        """The final answer: the best prompt so far and why (default: best validation score).
+
+        Ties go to the earliest evaluated prompt.
+
+        Raises:
+            InputDataError: Nothing has been observed yet.
+        """
+        if not getattr(self, "history_", None):
+            raise InputDataError("the optimizer has observed nothing yet")
+        best = max(range(len(self.history_)), key=lambda i: (self.history_[i][1], -i))
+        prompt, score = self.history_[best]
+        return prompt, {"rule": "best validation score", "val_score": score}
+
     def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON form), recorded in results."""
+        """Constructor arguments (JSON form), recorded in results.
+
+        ``type(self).from_config(self.config())`` builds an equivalent optimizer.
+        """
         return {"k": int(self.k), "seed": self.seed, "instructions": list(self.instructions)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **objects: Any) -> Optimizer:
+        """Rebuild an optimizer from :meth:`config`.
+
+        ``objects`` supplies non-JSON arguments (an embedder object, say) that the config
+        only names.
+        """
+        kwargs = dict(config)
+        kwargs.update(objects)
+        return cls(**kwargs)
+
+    # ------------------------------------------------------------------ helpers
+    def _check_setup(self) -> None:
+        if not hasattr(self, "task_"):
+            raise InputDataError(f"{type(self).__name__} must be setup(task) before use")
+
+    def _exhausted(self) -> bool:
+        return len(self.seen_) >= self.space_size_
