@@ -49,7 +49,7 @@ def optimize(
     instructions: Sequence[str | None] | None = None,
     template: Template | None = None,
     scoring: Scoring = "auto",
-    max_new_tokens: int = 16,
+    max_new_tokens: int | None = None,
     max_llm_calls: int | None = None,
     max_prompt_tokens: int | None = None,
     cache: str | os.PathLike[str] | ResultCache | bool = True,
@@ -69,7 +69,7 @@ def optimize(
         instructions: Candidate instructions searched jointly; default: none.
         template: Prompt template; completion style by default.
         scoring: ``"auto"``, ``"generate"`` or ``"labels"`` (see :class:`Evaluator`).
-        max_new_tokens: Generation cap.
+        max_new_tokens: Generation cap; ``None`` derives it from the pool's longest answer.
         max_llm_calls: Optional hard cap on LLM calls.
         max_prompt_tokens: Optional hard cap on prompt tokens.
         cache: ``True`` for the shared on-disk cache, a path, a :class:`ResultCache`,
@@ -141,7 +141,7 @@ def optimize(
         if isinstance(task.metric, str)
         else getattr(task.metric, "__name__", "callable"),
         "labels": list(task.labels) if task.labels else None,
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": evaluator.max_new_tokens,
         "stop": list(evaluator.stop),
         "template": evaluator.template.as_dict(),
         "sizes": {"pool": len(task.pool), "val": len(task.val), "test": len(task.test)},
@@ -235,7 +235,7 @@ def compare(
     budget: int = 20,
     template: Template | None = None,
     scoring: Scoring = "auto",
-    max_new_tokens: int = 16,
+    max_new_tokens: int | None = None,
     cache: str | os.PathLike[str] | ResultCache | bool = True,
     on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> ComparisonResult:
@@ -258,7 +258,7 @@ def compare(
         budget: Validation evaluations for search methods (best-of-n).
         template: Prompt template.
         scoring: ``"auto"``, ``"generate"`` or ``"labels"``.
-        max_new_tokens: Generation cap.
+        max_new_tokens: Generation cap; ``None`` derives it from the pool's longest answer.
         cache: As in :func:`optimize`.
         on_run: Called with each finished (method, seed) row.
 
@@ -340,7 +340,7 @@ def compare(
         "seeds": seed_list,
         "budget": budget,
         "scoring": ev.scoring,
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": ev.max_new_tokens,
         "embedder": embedder.identity if embedder is not None else None,
         "sizes": {"pool": len(task.pool), "val": len(task.val), "test": len(task.test)},
     }
@@ -369,7 +369,7 @@ def select(
     budget: int = 20,
     template: Template | None = None,
     scoring: Scoring = "auto",
-    max_new_tokens: int = 16,
+    max_new_tokens: int | None = None,
     cache: str | os.PathLike[str] | ResultCache | bool = True,
 ) -> Prompt:
     """Choose k ordered demonstrations with one selection method.
@@ -385,7 +385,7 @@ def select(
         budget: Validation evaluations for search methods (best-of-n).
         template: Prompt template.
         scoring: ``"auto"``, ``"generate"`` or ``"labels"``.
-        max_new_tokens: Generation cap.
+        max_new_tokens: Generation cap; ``None`` derives it from the pool's longest answer.
         cache: As in :func:`optimize`.
 
     Returns:

@@ -31,6 +31,7 @@ __all__ = [
     "Example",
     "Task",
     "infer_labels",
+    "is_instruction_induction",
     "load_examples",
     "load_task",
     "read_records",
@@ -89,6 +90,8 @@ class Task:
         metric: A metric name from :mod:`iclopt.metrics` or a callable
             ``(prediction, answers) -> float``.
         labels: The label set of a classification task, or ``None``.
+        overlap_removed: Pool examples dropped at load time because their input is also a
+            validation or test input (see :func:`load_task`).
     """
 
     name: str
@@ -97,6 +100,7 @@ class Task:
     test: list[Example] = field(default_factory=list)
     metric: Any = "exact_match"
     labels: tuple[str, ...] | None = None
+    overlap_removed: int = 0
 
     def __post_init__(self) -> None:
         if not self.pool:
@@ -202,6 +206,26 @@ def _hf_records(source: str) -> list[dict[str, Any]]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputDataError(f"{source}: cannot load dataset ({first})") from None
     return [{"__id__": str(i), **row} for i, row in enumerate(ds)]
+
+
+def is_instruction_induction(source: str | os.PathLike[str]) -> bool:
+    """Whether ``source`` is an instruction-induction JSON file (``metadata`` + keyed examples).
+
+    Such tasks are scored with the protocol's ``ii_`` metrics by default.
+    """
+    path = Path(str(source))
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (
+        isinstance(obj, dict)
+        and "metadata" in obj
+        and isinstance(obj.get("examples"), dict)
+        and all(str(k).isdigit() for k in obj["examples"])
+    )
 
 
 def read_records(source: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -372,6 +396,7 @@ def load_task(
     split_seed: int | None = 0,
     metric: Any = "auto",
     labels: Sequence[str] | str | None = "auto",
+    keep_overlap: bool = False,
 ) -> Task:
     """Build a :class:`Task` from three split files or from one file split by seed.
 
@@ -387,8 +412,15 @@ def load_task(
         val_size: Cap on the validation set.
         test_size: Cap on the test set.
         split_seed: Seed of the shuffle when ``data`` is given.
-        metric: Metric name, callable, or ``"auto"`` (chosen from the task name).
-        labels: Label set, ``"auto"`` to infer it, or ``None`` for a generation task.
+        metric: Metric name, callable, or ``"auto"``: the instruction-induction protocol's
+            metric for instruction-induction files, else the sign- and decimal-aware
+            ``exact_match`` (``label_accuracy`` for classification).
+        labels: Label set (a sequence, or one comma-separated string), ``"auto"`` to infer
+            it, or ``None`` for a generation task. Given labels must cover every answer.
+        keep_overlap: Keep pool examples whose input is also a validation or test input.
+            By default they are removed (before the pool is capped at ``pool_size``):
+            otherwise per-query retrieval turns into look-up of the answer. The count is
+            logged and kept in ``Task.overlap_removed``.
 
     Raises:
         InputDataError: Sources are missing, inconsistent or malformed.
@@ -412,12 +444,13 @@ def load_task(
         n_pool, n_val, n_test = _split_sizes(len(shuffled), (pool_size, val_size, test_size))
         val_ex = shuffled[:n_val]
         test_ex = shuffled[n_val : n_val + n_test]
-        pool_ex = shuffled[n_val + n_test : n_val + n_test + n_pool]
+        pool_ex = shuffled[n_val + n_test :]
+        pool_size = n_pool
         stem = Path(str(data)).stem
     else:
         if pool is None or val is None:
             raise InputDataError("need --pool and --val (and optionally --test), or --data")
-        pool_ex = load_examples(pool, **kw)[:pool_size]
+        pool_ex = load_examples(pool, **kw)
         val_ex = load_examples(val, **kw)[:val_size]
         test_ex = load_examples(test, **kw)[:test_size] if test is not None else []
         stem = Path(str(pool)).stem
@@ -425,6 +458,19 @@ def load_task(
         raise InputDataError(f"{pool if data is None else data}: the pool is empty")
     if not val_ex:
         raise InputDataError(f"{val if data is None else data}: the validation set is empty")
+    removed = 0
+    if not keep_overlap:
+        pool_ex, removed = _drop_overlap(pool_ex, [*val_ex, *test_ex])
+        if removed:
+            logger.warning(
+                "%d pool example(s) share their input with a validation or test query and "
+                "were removed from the pool (keep them with keep_overlap=True / --keep-overlap)",
+                removed,
+            )
+        if not pool_ex:
+            raise InputDataError("every pool example is also a validation or test query")
+    if pool_size is not None:
+        pool_ex = pool_ex[:pool_size]
     task_name = name or stem
     from iclopt.metrics import default_metric_for
 
@@ -433,6 +479,50 @@ def load_task(
     elif labels is None:
         label_set = None
     else:
-        label_set = tuple(labels)
-    chosen_metric = default_metric_for(task_name, label_set) if metric == "auto" else metric
-    return Task(task_name, pool_ex, val_ex, test_ex, metric=chosen_metric, labels=label_set)
+        label_set = _explicit_labels(labels, pool_ex, val_ex, test_ex)
+    protocol = data is None and pool is not None and is_instruction_induction(pool)
+    chosen_metric = (
+        default_metric_for(task_name, label_set, protocol=protocol) if metric == "auto" else metric
+    )
+    return Task(
+        task_name,
+        pool_ex,
+        val_ex,
+        test_ex,
+        metric=chosen_metric,
+        labels=label_set,
+        overlap_removed=removed,
+    )
+
+
+def _drop_overlap(
+    pool: list[Example], queries: Sequence[Example]
+) -> tuple[list[Example], int]:
+    """Pool examples whose input (stripped) is not a query input; and how many were dropped."""
+    seen = {q.input.strip() for q in queries}
+    kept = [ex for ex in pool if ex.input.strip() not in seen]
+    return kept, len(pool) - len(kept)
+
+
+def _explicit_labels(
+    labels: Sequence[str] | str,
+    pool: Sequence[Example],
+    val: Sequence[Example],
+    test: Sequence[Example],
+) -> tuple[str, ...]:
+    """Validate a user-given label set: every answer of every split must be one of them."""
+    if isinstance(labels, str):
+        labels = [part.strip() for part in labels.split(",")]
+    label_set = tuple(dict.fromkeys(lab.strip() for lab in labels if lab.strip()))
+    if len(label_set) < 2:
+        raise InputDataError(f"a label set needs at least two labels, got {list(label_set)}")
+    for split, examples in (("pool", pool), ("val", val), ("test", test)):
+        bad = [ex for ex in examples if not any(a in label_set for a in ex.answers)]
+        if bad:
+            ex = bad[0]
+            raise InputDataError(
+                f"{split} example {ex.id!r} has answer {ex.target!r}, which is not one of the "
+                f"labels {list(label_set)} ({len(bad)} such {split} examples; labels are "
+                "case-sensitive)"
+            )
+    return label_set

@@ -24,9 +24,13 @@ from iclopt.metrics import get_metric
 from iclopt.prompts import Prompt, Template
 from iclopt.store import SQLiteStore
 
-__all__ = ["Budget", "Cost", "Evaluation", "Evaluator", "ResultCache"]
+__all__ = ["CACHE_FORMAT", "Budget", "Cost", "Evaluation", "Evaluator", "ResultCache"]
 
 logger = logging.getLogger(__name__)
+
+#: Version of what a cached answer means (stop/EOS handling, label continuations, ...).
+#: Part of every cache key: bumping it invalidates every earlier answer.
+CACHE_FORMAT = 2
 
 Scoring = Literal["auto", "generate", "labels"]
 
@@ -146,8 +150,9 @@ class Budget:
 class ResultCache(SQLiteStore[Any]):
     """The persistent LLM result cache: key -> JSON value in SQLite.
 
-    Keys hash the model identity, the decoding settings and the exact prompt text, so a
-    rerun pays nothing twice and a change of model or settings never hits a stale entry.
+    Keys hash :data:`CACHE_FORMAT`, the model identity (which includes a hash of the
+    weights), the decoding settings and the exact prompt text, so a rerun pays nothing
+    twice and a change of model, settings or answer handling never hits a stale entry.
 
     Args:
         path: SQLite file; parent folders are created.
@@ -159,7 +164,9 @@ class ResultCache(SQLiteStore[Any]):
     @staticmethod
     def key(*parts: Any) -> str:
         """Stable key of JSON-serializable parts."""
-        blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        blob = json.dumps(
+            [CACHE_FORMAT, *parts], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -191,7 +198,9 @@ class Evaluator:
         scoring: ``"generate"`` (greedy decoding, then the task metric), ``"labels"``
             (pick the most likely label by log-likelihood; classification tasks), or
             ``"auto"``: labels when the task has a label set.
-        max_new_tokens: Generation cap.
+        max_new_tokens: Generation cap; ``None`` derives it from the longest answer in the
+            pool (in the LLM's tokens, plus a quarter and 2 tokens of margin) and warns
+            when a validation or test answer is longer than the cap.
         stop: Stop strings for generation.
         cache: A :class:`ResultCache`, or ``None`` for no caching.
         budget: Charged for every evaluation; ``None`` for no cap.
@@ -208,7 +217,7 @@ class Evaluator:
         *,
         template: Template | None = None,
         scoring: Scoring = "auto",
-        max_new_tokens: int = 16,
+        max_new_tokens: int | None = None,
         stop: Sequence[str] = ("\n",),
         cache: ResultCache | None = None,
         budget: Budget | None = None,
@@ -220,7 +229,9 @@ class Evaluator:
             )
         if scoring == "labels" and not task.labels:
             raise InputDataError(f"task {task.name!r} has no label set; use scoring 'generate'")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        if max_new_tokens is not None and (
+            not isinstance(max_new_tokens, int) or max_new_tokens < 1
+        ):
             raise InputDataError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
         self.task = task
         self.llm = llm
@@ -228,11 +239,39 @@ class Evaluator:
         self.scoring: Literal["generate", "labels"] = (
             ("labels" if task.labels else "generate") if scoring == "auto" else scoring
         )
-        self.max_new_tokens = max_new_tokens
         self.stop = tuple(stop)
         self.cache = cache
         self.budget = budget
         self.metric = get_metric(task.metric)
+        self.max_new_tokens = (
+            max_new_tokens if max_new_tokens is not None else self._default_max_new_tokens()
+        )
+        if self.scoring == "generate":
+            self._warn_long_answers()
+
+    def _default_max_new_tokens(self) -> int:
+        """Longest pool answer in tokens, plus a quarter and 2 tokens (issue: no silent cap)."""
+        if self.scoring == "labels":
+            return 16  # unused by label scoring; kept in cache keys for stability
+        longest = max(self.llm.count_tokens([ex.target for ex in self.task.pool]))
+        return longest + longest // 4 + 2
+
+    def _warn_long_answers(self) -> None:
+        for split, examples in (("validation", self.task.val), ("test", self.task.test)):
+            if not examples:
+                continue
+            shortest = [min(self.llm.count_tokens(list(ex.answers))) for ex in examples]
+            too_long = sum(n > self.max_new_tokens for n in shortest)
+            if too_long:
+                logger.warning(
+                    "%d of %d %s answers of task %r are longer than the generation cap of %d "
+                    "tokens and cannot be produced; raise max_new_tokens",
+                    too_long,
+                    len(examples),
+                    split,
+                    self.task.name,
+                    self.max_new_tokens,
+                )
 
     # ------------------------------------------------------------------ rendering
     def render(self, prompt: Prompt, query: str) -> str:
@@ -242,6 +281,33 @@ class Evaluator:
             msgs = self.template.render_messages(prompt.instruction, demos, query)
             return self.llm.apply_chat_template(msgs)
         return self.template.render_text(prompt.instruction, demos, query)
+
+    def label_affixes(self) -> tuple[str, str]:
+        """What label scoring puts before and after a label: ``(separator, end marker)``.
+
+        The label is scored together with what ends an answer in the demonstrations (the
+        demo separator in completion style, the end-of-turn text in chat style), so that
+        a label that is a token prefix of another ("1" of "10", "yes" of "yes, partly")
+        is not favoured for being short.
+        """
+        if self.template.style == "chat":
+            return "", self._chat_turn_end()
+        return self.template.answer_separator, self.template.answer_end
+
+    def _chat_turn_end(self) -> str:
+        if not hasattr(self, "_turn_end"):
+            mark = "\u2063LABEL\u2063"
+            text = self.llm.apply_chat_template(
+                [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": mark},
+                    {"role": "user", "content": "q"},
+                ]
+            )
+            after = text[text.index(mark) + len(mark) :] if mark in text else ""
+            # the end-of-turn marker: up to (not including) the first line break
+            self._turn_end = after.split("\n")[0]
+        return self._turn_end
 
     def settings(self) -> dict[str, Any]:
         """Decoding settings that are part of every cache key."""
@@ -261,6 +327,7 @@ class Evaluator:
         *,
         temperature: float = 0.0,
         seed: int | None = None,
+        max_new_tokens: int | None = None,
     ) -> list[Any]:
         """Answer ``rows`` from the cache, the rest from the LLM in ONE call.
 
@@ -271,10 +338,12 @@ class Evaluator:
             cost: Charged with LLM calls, tokens and cache hits.
             temperature: Sampling temperature (``"sample"`` only).
             seed: Sampling seed; sampled answers are cached only under a seed.
+            max_new_tokens: Overrides the evaluator's generation cap.
         """
+        cap = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         settings: dict[str, Any] = {}
         if kind != "score":
-            settings = self.settings()
+            settings = {**self.settings(), "max_new_tokens": cap}
         if kind == "sample":
             settings.update(temperature=temperature, seed=seed)
         use_cache = self.cache is not None and (kind != "sample" or seed is not None)
@@ -293,12 +362,17 @@ class Evaluator:
             if kind == "score":
                 values: list[Any] = self.llm.score(prompts, [rows[i][1] for i in miss])
             else:
+                # a sampled answer is a function of its cache key alone (not of the other
+                # rows of the call): each row gets its own seed, derived from its key
+                row_seeds: list[int] | None = (
+                    [int(keys[i][:15], 16) for i in miss] if kind == "sample" else None
+                )
                 values = self.llm.generate(
                     prompts,
-                    max_new_tokens=self.max_new_tokens,
+                    max_new_tokens=cap,
                     stop=self.stop,
                     temperature=temperature,
-                    seed=seed,
+                    seed=row_seeds if row_seeds is not None and seed is not None else seed,
                 )
             cost.llm_calls += len(miss)
             cost.prompt_tokens += tokens
@@ -325,8 +399,8 @@ class Evaluator:
                 )
             return per
         labels = list(self.task.labels or ())
-        sep = " " if self.template.style == "completion" else ""
-        rows = [(t, sep + lab) for t in texts for lab in labels]
+        head, tail = self.label_affixes()
+        rows = [(t, head + lab + tail) for t in texts for lab in labels]
         lps = self._cached_call("score", rows, cost)
         for j, q in enumerate(queries):
             scores = lps[j * len(labels) : (j + 1) * len(labels)]
@@ -424,11 +498,44 @@ class Evaluator:
                 f"sampling needs temperature > 0 and n >= 1, got {temperature}, {n}"
             )
         prompt.validate(len(self.task.pool))
+        return self.sample_texts(
+            [self.render(prompt, q) for q in queries], n=n, temperature=temperature, seed=seed
+        )
+
+    def sample_texts(
+        self,
+        texts: Sequence[str],
+        *,
+        n: int,
+        temperature: float,
+        seed: int | None,
+        max_new_tokens: int | None = None,
+    ) -> tuple[list[list[str]], Cost]:
+        """``n`` sampled continuations of each raw text, cached per sample and budgeted.
+
+        Each sample is a function of its cache key alone (text, sample index, seed,
+        temperature, settings), not of what else was in the call.
+
+        Args:
+            texts: Prompt texts, used as they are.
+            n: Samples per text.
+            temperature: Sampling temperature (> 0).
+            seed: Seed of the sampling; ``None`` also disables caching of the samples.
+            max_new_tokens: Cap for these samples; default: the evaluator's.
+
+        Returns:
+            Per text, ``n`` stripped continuations; and the cost.
+        """
+        if temperature <= 0 or n < 1:
+            raise InputDataError(
+                f"sampling needs temperature > 0 and n >= 1, got {temperature}, {n}"
+            )
         start = time.perf_counter()
         cost = Cost()
-        texts = [self.render(prompt, q) for q in queries]
         rows = [(t, i) for t in texts for i in range(n)]
-        values = self._cached_call("sample", rows, cost, temperature=temperature, seed=seed)
+        values = self._cached_call(
+            "sample", rows, cost, temperature=temperature, seed=seed, max_new_tokens=max_new_tokens
+        )
         self._finish(cost, start)
         answers = [str(v).strip() for v in values]
         return [answers[i * n : (i + 1) * n] for i in range(len(texts))], cost

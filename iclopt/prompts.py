@@ -74,7 +74,11 @@ class Template:
     Args:
         style: ``"completion"`` or ``"chat"``.
         input_prefix: Text before each input.
-        output_prefix: Text before each output; the query ends with it (right-stripped).
+        output_prefix: Text before each output. The query ends with it, trailing spaces
+            removed (``"Output:"``): the space belongs to the answer's first token, so
+            label scoring puts it back (:attr:`answer_separator`). A prefix ending in
+            another character (``"Answer:\n"``) is kept whole and the answer follows it
+            directly.
         example_separator: Between input and output of one example.
         demo_separator: Between consecutive examples.
     """
@@ -93,10 +97,29 @@ class Template:
                 f"Got {self.style!r} instead."
             )
 
+    @property
+    def query_suffix(self) -> str:
+        """What a query's text ends with: the output prefix without trailing spaces."""
+        return self.output_prefix.rstrip(" ")
+
+    @property
+    def answer_separator(self) -> str:
+        """What comes between :attr:`query_suffix` and a demonstration's answer."""
+        return self.output_prefix[len(self.query_suffix) :]
+
+    @property
+    def answer_end(self) -> str:
+        """What follows a demonstration's answer in completion style: the demo separator.
+
+        Label scoring scores ``answer_separator + label + answer_end``, so that a label
+        that is a token prefix of another ("1" of "10") is not favoured for being short.
+        """
+        return self.demo_separator
+
     def _block(self, inp: str, out: str | None) -> str:
         head = f"{self.input_prefix}{inp}{self.example_separator}"
         if out is None:
-            return head + self.output_prefix.rstrip()
+            return head + self.query_suffix
         return f"{head}{self.output_prefix}{out}"
 
     def render_text(self, instruction: str | None, demos: Sequence[Example], query: str) -> str:

@@ -28,6 +28,8 @@ def _one_line_error(result, needle):
 def files(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps([{"input": f"x{i}", "output": f"y{i}"} for i in range(8)]))
+    val = tmp_path / "val.json"
+    val.write_text(json.dumps([{"input": f"q{i}", "output": f"y{i}"} for i in range(4)]))
     return tmp_path, good
 
 
@@ -55,9 +57,9 @@ def files(tmp_path):
     ],
 )
 def test_bad_input_one_line_exit_2_no_artifact(files, make, extra, needle):
-    d, good = files
+    d, _ = files
     make(d)
-    args = ["optimize", "--val", str(good), "--out", str(d / "r.json")]
+    args = ["optimize", "--val", str(d / "val.json"), "--out", str(d / "r.json")]
     args += [a.format(d=d) for a in extra]
     result = _run(args)
     _one_line_error(result, needle)

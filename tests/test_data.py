@@ -27,11 +27,11 @@ def test_benchmark_task_protocol_sizes(bench):
     )
     assert (len(task.pool), len(task.val), len(task.test)) == (100, 20, 100)
     assert task.labels == ("negative", "positive")
-    assert task.metric == "label_accuracy"
+    assert task.metric == "ii_exact_match"  # the instruction-induction protocol
     syn = load_task(
         pool=bench / "induce" / "synonyms_v1.json", val=bench / "valid" / "synonyms_v1.json"
     )
-    assert syn.metric == "contains" and syn.labels is None
+    assert syn.metric == "ii_contains" and syn.labels is None
 
 
 def test_jsonl_csv_and_custom_columns(tmp_path):

@@ -39,7 +39,7 @@ def test_persistent_cache_hits_on_rerun(tmp_path, fake):
     assert second.cost.llm_calls == 0 and second.cost.cache_hits == 2 and again.calls == 0
     assert second.score == first.score
     # other decoding settings are other keys
-    third = Evaluator(_task(), again, cache=ResultCache(path), max_new_tokens=3)
+    third = Evaluator(_task(), again, cache=ResultCache(path), max_new_tokens=7)
     assert third.evaluate(Prompt(None, (0, 3))).cost.llm_calls == 2
 
 

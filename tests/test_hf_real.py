@@ -28,19 +28,26 @@ def test_generation_is_sane(smol):
 
 
 def test_prefix_kv_generation_equals_plain(smol, prompts):
-    mixed = [*prompts, "Input: 2 + 2\nOutput:", "Input: sky color\nOutput:"]  # two groups
+    mixed = [*prompts, "Input: 2 + 2\nOutput:", "Input: sky color\nOutput:"]
+    seqs = smol.encode(mixed)
+    groups = _prefix_groups(seqs, [len(s) - 1 for s in seqs], smol.min_prefix_tokens)
+    # with the real tokenizer: the 12 demo prompts share a prefix; the two short prompts
+    # share "Input:" only, too short to cache, so they run plain together
+    assert sorted((p > 0, len(rows)) for p, rows in groups) == [(False, 2), (True, 12)]
     smol.prefix_cache = True
-    fed_before = smol.tokens_fed
+    fed_before, calls_before = smol.tokens_fed, smol.forward_calls
     with_kv = smol.generate(mixed, max_new_tokens=8, stop=["\n"])
-    fed_kv = smol.tokens_fed - fed_before
+    fed_kv, calls_kv = smol.tokens_fed - fed_before, smol.forward_calls - calls_before
     smol.prefix_cache = False
-    fed_before = smol.tokens_fed
+    fed_before, calls_before = smol.tokens_fed, smol.forward_calls
     plain = smol.generate(mixed, max_new_tokens=8, stop=["\n"])
-    fed_plain = smol.tokens_fed - fed_before
+    fed_plain, calls_plain = smol.tokens_fed - fed_before, smol.forward_calls - calls_before
     smol.prefix_cache = True
     assert with_kv == plain
     assert {w.strip() for w in with_kv[:12]} <= {"positive", "negative"}
     assert fed_kv < fed_plain / 2  # the shared prefix really is computed once
+    # one prefix pass, then each group decodes as one batch: a pass per new token
+    assert calls_kv <= 1 + 2 * 9 and calls_plain <= 2 * 9
 
 
 def test_prefix_kv_label_scores_equal_plain(smol, prompts):

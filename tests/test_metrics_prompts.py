@@ -4,13 +4,21 @@ import pytest
 
 from iclopt.data import Example
 from iclopt.errors import InputDataError, UnknownNameError
-from iclopt.metrics import contains, exact_match, get_metric, normalize, set_match, token_f1
+from iclopt.metrics import (
+    contains,
+    exact_match,
+    get_metric,
+    ii_normalize,
+    set_match,
+    token_f1,
+)
 from iclopt.prompts import Prompt, Template
 
 
-def test_normalize_follows_protocol():
-    assert normalize(" The Answer-Is.  ignored\nsecond line") == "the answer is"
-    assert normalize("5 - perfectly") == "5 perfectly"
+def test_ii_normalize_follows_protocol():
+    assert ii_normalize(" The Answer-Is.  ignored\nsecond line") == "the answer is"
+    assert ii_normalize("5 - perfectly") == "5 perfectly"
+    assert ii_normalize("Sentence 1: cats and dogs") == "cats dogs"
 
 
 def test_metrics():

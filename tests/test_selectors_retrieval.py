@@ -74,7 +74,7 @@ class GoldLLM(LLM):
         out = []
         for p, c in zip(prompts, continuations, strict=True):
             gold = self.informative and "GOLD" in p.rsplit("\n\n", 1)[0]
-            out.append((0.0 if c == " pos" else -10.0) if gold else -1.0)
+            out.append((0.0 if c.strip() == "pos" else -10.0) if gold else -1.0)
         return out
 
 
@@ -335,7 +335,7 @@ def test_mdl_picks_the_lowest_codelength_candidate() -> None:
     assert len(llm.calls) == 1
     prompts, conts = llm.calls[0]
     assert len(prompts) == 12
-    assert conts[:2] == [" neg", " pos"]
+    assert conts[:2] == [" neg\n\n", " pos\n\n"]  # label + what ends an answer
     ev = Evaluator(task, llm)
     assert prompts[0] == ev.render(Prompt(None, kate), "query")
     assert ctx.spent.spent.llm_calls == 12

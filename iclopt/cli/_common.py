@@ -107,7 +107,16 @@ O_SCORING = typer.Option(
     ScoringMode.auto,
     help="'generate' (greedy answer, then the metric), 'labels' (most likely label), or 'auto' (labels for classification tasks).",
 )
-O_MAX_NEW_TOKENS = typer.Option(16, min=1, help="Generation cap per answer.")
+O_MAX_NEW_TOKENS = typer.Option(
+    None,
+    min=1,
+    help="Generation cap per answer, in tokens. Default: the longest pool answer plus a margin (a warning names validation/test answers longer than the cap).",
+)
+O_KEEP_OVERLAP = typer.Option(
+    False,
+    "--keep-overlap",
+    help="Keep pool examples whose input is also a validation/test input (by default they are removed: retrieval would look the answer up).",
+)
 O_CACHE = typer.Option(
     None,
     help="Result cache (SQLite). Default: $ICLOPT_CACHE_DIR/results.sqlite or ~/.cache/iclopt/results.sqlite.",
@@ -179,6 +188,7 @@ def build_task(
     labels: str,
     metric: str,
     k: int,
+    keep_overlap: bool = False,
 ) -> Any:
     """The task named by the shared task options of ``optimize`` and ``compare``."""
     from iclopt.data import load_task
@@ -205,6 +215,7 @@ def build_task(
             test_size=test_size,
             split_seed=split_seed,
             metric=metric,
+            keep_overlap=keep_overlap,
             labels=parse_labels(labels),
         )
     else:
@@ -236,6 +247,13 @@ def describe(the_task: Any, llm: Any, scoring: ScoringMode) -> None:
         highlight=False,
         markup=False,
     )
+    if getattr(the_task, "overlap_removed", 0):
+        err.print(
+            f"note: {the_task.overlap_removed} pool example(s) share their input with a "
+            "validation/test query and were removed from the pool (--keep-overlap keeps them)",
+            highlight=False,
+            markup=False,
+        )
 
 
 def progress_bar(quiet: bool) -> Any:

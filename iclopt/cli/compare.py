@@ -12,6 +12,7 @@ from iclopt.cli._common import (
     O_DATA,
     O_INPUT_COL,
     O_K,
+    O_KEEP_OVERLAP,
     O_LABELS,
     O_MAX_NEW_TOKENS,
     O_METRIC,
@@ -80,6 +81,7 @@ def compare(
     template: TemplateStyle = O_TEMPLATE,
     scoring: ScoringMode = O_SCORING,
     max_new_tokens: int = O_MAX_NEW_TOKENS,
+    keep_overlap: bool = O_KEEP_OVERLAP,
     cache: Path = O_CACHE,
     no_cache: bool = O_NO_CACHE,
     out_dir: Path = typer.Option(
@@ -119,6 +121,7 @@ def compare(
         labels,
         metric,
         k,
+        keep_overlap=keep_overlap,
     )
     emb = None
     if embedder is not None:

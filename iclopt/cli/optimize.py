@@ -12,6 +12,7 @@ from iclopt.cli._common import (
     O_DATA,
     O_INPUT_COL,
     O_K,
+    O_KEEP_OVERLAP,
     O_LABELS,
     O_MAX_NEW_TOKENS,
     O_METRIC,
@@ -81,6 +82,7 @@ def optimize(
     template: TemplateStyle = O_TEMPLATE,
     scoring: ScoringMode = O_SCORING,
     max_new_tokens: int = O_MAX_NEW_TOKENS,
+    keep_overlap: bool = O_KEEP_OVERLAP,
     max_llm_calls: int = typer.Option(
         None, min=1, help="Optional hard cap on LLM calls (cache hits are free)."
     ),
@@ -118,6 +120,7 @@ def optimize(
         labels,
         metric,
         k,
+        keep_overlap=keep_overlap,
     )
     OPTIMIZERS.get(method)
     cands = read_instructions(instruction, instructions_file)

@@ -11,6 +11,7 @@ from iclopt.cli._common import (
     O_DATA,
     O_INPUT_COL,
     O_K,
+    O_KEEP_OVERLAP,
     O_LABELS,
     O_MAX_NEW_TOKENS,
     O_METRIC,
@@ -72,6 +73,7 @@ def select(
     template: TemplateStyle = O_TEMPLATE,
     scoring: ScoringMode = O_SCORING,
     max_new_tokens: int = O_MAX_NEW_TOKENS,
+    keep_overlap: bool = O_KEEP_OVERLAP,
     cache: Path = O_CACHE,
     no_cache: bool = O_NO_CACHE,
     out_path: Path = typer.Option(
@@ -106,6 +108,7 @@ def select(
         labels,
         metric,
         k,
+        keep_overlap=keep_overlap,
     )
     tmpl = Template(style=template.value)
     with err.status(f"selecting with {method} ..."):

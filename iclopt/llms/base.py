@@ -38,7 +38,7 @@ class LLM(ABC):
         max_new_tokens: int = 16,
         stop: Sequence[str] = (),
         temperature: float = 0.0,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
     ) -> list[str]:
         """Continuation of each prompt, cut before the first stop string.
 
@@ -48,6 +48,8 @@ class LLM(ABC):
             stop: Strings that end generation; the returned text excludes them.
             temperature: 0 for greedy decoding; above 0, sampling at that temperature.
             seed: Seed of the sampling RNG (``None``: fresh entropy); unused when greedy.
+                A sequence gives each prompt its own seed: then a prompt's sample must not
+                depend on the other prompts of the call (batching, grouping).
 
         Returns:
             ``n`` generated texts.

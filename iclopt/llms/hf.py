@@ -28,7 +28,7 @@ from iclopt.errors import InputDataError, LLMError, MissingDependencyError
 from iclopt.llms.base import LLM
 from iclopt.prompts import Message
 
-__all__ = ["SMOLLM2_GGUF", "HFModel", "cache_dir", "smollm2"]
+__all__ = ["SMOLLM2_GGUF", "HFModel", "cache_dir", "file_digest", "smollm2"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,52 @@ def cache_dir() -> Path:
     """Root of iclopt's on-disk caches: ``$ICLOPT_CACHE_DIR`` or ``~/.cache/iclopt``."""
     env = os.environ.get("ICLOPT_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "iclopt"
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's content, computed once per (path, mtime, size) and cached on disk.
+
+    Model identities include it, so new weights under an old name or file size never
+    reuse cached answers.
+    """
+    from iclopt.store import SQLiteStore
+
+    p = Path(path).resolve()
+    st = p.stat()
+    key = f"{p}|{st.st_mtime_ns}|{st.st_size}"
+    store: SQLiteStore[str] = SQLiteStore(
+        cache_dir() / "file-digests.sqlite", what="file digest cache", encode=str, decode=str
+    )
+    try:
+        found = store.get_many([key])
+        if key in found:
+            return found[key]
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        store.put_many({key: digest})
+        return digest
+    finally:
+        store.close()
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".model", ".txt")
+
+
+def _folder_digest(folder: Path, gguf_file: str | None) -> str:
+    """One digest over the files that decide a local model's outputs."""
+    if gguf_file:
+        files = [folder / gguf_file]
+    else:
+        files = sorted(
+            f for f in folder.iterdir() if f.is_file() and f.suffix in _WEIGHT_SUFFIXES
+        )
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + file_digest(f).encode())
+    return h.hexdigest()
 
 
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -75,7 +121,7 @@ def _prefix_groups(
                 cur.append(i)
                 cur_p = p
                 continue
-            groups.append((cur_p if cur_p >= min_prefix else 0, cur))
+            groups.append((cur_p if cur_p >= min_prefix and len(cur) > 1 else 0, cur))
         cur, cur_p = [i], limits[i]
     if cur:
         groups.append((cur_p if cur_p >= min_prefix and len(cur) > 1 else 0, cur))
@@ -94,6 +140,9 @@ class HFModel(LLM):
         model: Model directory or hub id.
         gguf_file: GGUF file name inside ``model`` (loaded and de-quantized to float32).
         name: Name recorded in artifacts and cache keys; defaults to ``model``.
+        revision: What identifies the weights (e.g. a content hash); ``None`` hashes the
+            local model files (once per file version, cached) or, for a hub id, uses the
+            id alone.
         batch_size: Rows per forward pass.
         prefix_cache: Reuse the key/value cache of a prefix shared by the prompts of one
             call (see the module docstring). Same results, much less compute.
@@ -116,6 +165,7 @@ class HFModel(LLM):
         *,
         gguf_file: str | None = None,
         name: str | None = None,
+        revision: str | None = None,
         batch_size: int = 32,
         prefix_cache: bool = True,
         min_prefix_tokens: int = 8,
@@ -126,6 +176,7 @@ class HFModel(LLM):
         self.model = model
         self.gguf_file = gguf_file
         self.name = name
+        self.revision = revision
         self.batch_size = batch_size
         self.prefix_cache = prefix_cache
         self.min_prefix_tokens = min_prefix_tokens
@@ -141,11 +192,21 @@ class HFModel(LLM):
     # ------------------------------------------------------------------ loading
     @property
     def identity(self) -> str:
-        """Model name, GGUF file and dtype: what decides the outputs."""
-        if self.name:
-            return f"{self.name}:{self.dtype}"
-        parts = [self.model, self.gguf_file] if self.gguf_file else [self.model]
-        return ":".join([*parts, self.dtype])
+        """Name (or path), a hash of the weights and tokenizer files, and the dtype.
+
+        Two models given one name but different files never share cached answers.
+        """
+        if not hasattr(self, "_identity"):
+            parts = [self.name] if self.name else [self.model]
+            if self.gguf_file and not self.name:
+                parts.append(self.gguf_file)
+            revision = self.revision
+            if revision is None and Path(self.model).is_dir():
+                revision = _folder_digest(Path(self.model), self.gguf_file)[:16]
+            if revision is not None:
+                parts.append(revision)
+            self._identity = ":".join([*parts, self.dtype])
+        return self._identity
 
     def load(self) -> HFModel:
         """Load weights and tokenizer now (otherwise done on first use)."""
@@ -299,20 +360,33 @@ class HFModel(LLM):
         max_new_tokens: int = 16,
         stop: Sequence[str] = (),
         temperature: float = 0.0,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
     ) -> list[str]:
-        """Greedy (or sampled) decoding, batched, with prefix-KV reuse (module docstring)."""
+        """Greedy (or sampled) decoding, batched, with prefix-KV reuse (module docstring).
+
+        With a sequence of seeds, each row samples from its own generator, so a row's
+        answer does not depend on the other rows of the call (up to float rounding).
+        """
         import torch
 
         if temperature < 0:
             raise InputDataError(f"temperature must be >= 0, got {temperature}")
-        gen = None
+        gens: list[Any] = [None] * len(prompts)
         if temperature > 0:
-            gen = torch.Generator()
-            if seed is None:
-                gen.seed()
+            if seed is not None and not isinstance(seed, int):
+                seeds = list(seed)
+                if len(seeds) != len(prompts):
+                    raise InputDataError(
+                        f"need one seed per prompt, got {len(seeds)} for {len(prompts)}"
+                    )
+                gens = [torch.Generator().manual_seed(int(x) % 2**63) for x in seeds]
             else:
-                gen.manual_seed(seed)
+                shared = torch.Generator()
+                if seed is None:
+                    shared.seed()
+                else:
+                    shared.manual_seed(seed)
+                gens = [shared] * len(prompts)
         if max_new_tokens < 1:
             raise InputDataError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if not prompts:
@@ -334,7 +408,7 @@ class HFModel(LLM):
                             max_new_tokens,
                             stop,
                             temperature,
-                            gen,
+                            [gens[i] for i in batch],
                         )
                         for i, t in zip(batch, texts):
                             results[i] = t
@@ -350,21 +424,28 @@ class HFModel(LLM):
         max_new_tokens: int,
         stop: Sequence[str],
         temperature: float = 0.0,
-        gen: Any = None,
+        gens: Sequence[Any] = (),
     ) -> list[str]:
         import torch
 
-        def pick(logits: Any) -> Any:
+        def pick(logits: Any, rows_now: Sequence[int]) -> Any:
             if temperature <= 0:
                 return logits.argmax(dim=-1)
             probs = torch.softmax(logits.double() / temperature, dim=-1)
-            return torch.multinomial(probs, 1, generator=gen)[:, 0]
+            if len({id(gens[i]) for i in rows_now}) == 1:  # one shared generator
+                return torch.multinomial(probs, 1, generator=gens[rows_now[0]])[:, 0]
+            return torch.cat(
+                [
+                    torch.multinomial(probs[j : j + 1], 1, generator=gens[i])[:, 0]
+                    for j, i in enumerate(rows_now)
+                ]
+            )
 
         tok = self._tok
         eos = {int(tok.eos_token_id)} if tok.eos_token_id is not None else set()
         logits, cache, mask, last = self._extend(prefix_cache, p, rows, keep=1)
-        nxt = pick(logits[:, -1])
         active = list(range(len(rows)))
+        nxt = pick(logits[:, -1], active)
         generated: list[list[int]] = [[] for _ in rows]
         texts = [""] * len(rows)
         for step in range(max_new_tokens):
@@ -397,7 +478,7 @@ class HFModel(LLM):
             )
             self.tokens_fed += len(active)
             self.forward_calls += 1
-            nxt = pick(out.logits[:, -1])
+            nxt = pick(out.logits[:, -1], active)
         return [_cut(t, stop) for t in texts]
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
@@ -488,8 +569,7 @@ class HFModel(LLM):
         import torch
 
         idx = torch.tensor([j for _, j in todo])
-        cache = copy.deepcopy(cache)
-        cache.batch_select_indices(idx)
+        cache.batch_select_indices(idx)  # the batch's cache is not used again: no copy
         width = max(len(conts[r]) - 1 for r, _ in todo)
         ids = torch.full((len(todo), width), int(self._tok.pad_token_id), dtype=torch.long)
         cmask = torch.zeros((len(todo), width), dtype=torch.long)
@@ -590,7 +670,7 @@ def _converted_smollm2(pkg: Path) -> Path:
     Loading the GGUF takes about 20 s on 2 cores; the converted folder loads in < 1 s.
     """
     gguf = pkg / SMOLLM2_GGUF
-    stamp = hashlib.sha256(f"{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    stamp = file_digest(gguf)[:12]  # the content: a new release never reuses old weights
     target = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-{stamp}"
     if (target / "config.json").is_file():
         return target
@@ -629,4 +709,5 @@ def smollm2(**kwargs: Any) -> HFModel:
     pkg = _smollm2_package_dir()
     path = _converted_smollm2(pkg)
     gguf = SMOLLM2_GGUF if path == pkg else None
+    kwargs.setdefault("revision", file_digest(pkg / SMOLLM2_GGUF)[:16])
     return HFModel(str(path), gguf_file=gguf, name="SmolLM2-135M-Instruct-Q4_1", **kwargs)

@@ -11,7 +11,7 @@ import numpy as np
 
 from iclopt.data import Example, Task
 from iclopt.errors import InputDataError
-from iclopt.evaluation import Cost, Evaluator
+from iclopt.evaluation import Evaluator
 from iclopt.metrics import normalize
 from iclopt.prompts import Prompt
 from iclopt.selectors.base import FitContext, Selector, register_selector
@@ -105,12 +105,11 @@ class EntropySelector(Selector):
             )
             text = head + tmpl.demo_separator + tmpl.input_prefix.rstrip()
             seed = None if self.seed is None else int(self.seed)
-            raw = self.llm_.generate(
-                [text] * self.probe_size, max_new_tokens=32, stop=["\n"], temperature=1.0, seed=seed
+            # through the evaluator: cached per sample and charged to the budget
+            raw, _ = ev.sample_texts(
+                [text], n=self.probe_size, temperature=1.0, seed=seed, max_new_tokens=32
             )
-            tokens = self.probe_size * self.llm_.count_tokens([text])[0]
-            self.context_.spent.charge(Cost(llm_calls=len(raw), prompt_tokens=tokens))
-            inputs = list(dict.fromkeys(r.strip() for r in raw if r.strip()))
+            inputs = list(dict.fromkeys(r for r in raw[0] if r))
         if not inputs:
             raise InputDataError(
                 "entropy needs probe inputs: the validation set is empty or the LLM generated none"
@@ -129,6 +128,8 @@ class EntropySelector(Selector):
         kw = dict(self.context_.evaluator_kwargs)
         if self.criterion == "global" and not task.labels:
             kw["scoring"] = "generate"
+        elif self.criterion == "local":
+            kw["scoring"] = "labels"  # LocalE reads label distributions, whatever the mode
         ev = Evaluator(task, self.llm_, budget=self.context_.spent, **kw)
         probes = [
             Example(x, "", id=f"probe{i}") for i, x in enumerate(self._probe_inputs(ev, demos))

@@ -90,15 +90,18 @@ class UncertaintySelector(Selector):
         ctx_k = min(self.context_k, n - 1)
         base = [int(i) for i in self.rng_.choice(n, size=min(ctx_k + 1, n), replace=False)]
         kw = dict(self.context_.evaluator_kwargs)
-        if self.measure != "label_entropy":
-            kw["scoring"] = "generate"
+        # sampled answers need generation; label entropy needs label scoring, whatever
+        # the caller's scoring mode is
+        kw["scoring"] = "labels" if self.measure == "label_entropy" else "generate"
         ev = Evaluator(task, llm, budget=self.context_.spent, **kw)
         scores = np.zeros(len(cand))
         # group pool items by their context (the base context minus the item itself)
         groups: dict[tuple[int, ...], list[int]] = {}
+        self.contexts_: dict[int, tuple[int, ...]] = {}  # candidate -> its prompt's demos
         for j, i in enumerate(cand):
             ctx = tuple(d for d in base if d != int(i))[:ctx_k]
             groups.setdefault(ctx, []).append(j)
+            self.contexts_[int(i)] = ctx
         for ctx, members in groups.items():
             prompt = Prompt(None, ctx)
             items = [task.pool[int(cand[j])] for j in members]

@@ -64,7 +64,7 @@ class FakeLLM(LLM):
         max_new_tokens: int = 16,
         stop: Sequence[str] = (),
         temperature: float = 0.0,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
     ) -> list[str]:
         """The most similar demonstration's output, with a leading space.
 
@@ -73,9 +73,14 @@ class FakeLLM(LLM):
         """
         self.calls += 1
         self.prompts_seen += len(prompts)
-        rng = np.random.default_rng(seed)
+        per_row = seed is not None and not isinstance(seed, int)
+        rngs = (
+            [np.random.default_rng(s) for s in seed]  # type: ignore[union-attr]
+            if per_row
+            else [np.random.default_rng(seed)] * len(prompts)  # type: ignore[arg-type]
+        )
         out = []
-        for p in prompts:
+        for p, rng in zip(prompts, rngs, strict=True):
             answer = self._answer(p)
             query = p.split("\n\n")[-1].removeprefix("Input: ").split("\nOutput:")[0]
             if temperature > 0 and len(query.split()) % 2 == 1:
