@@ -27,6 +27,10 @@ __all__ = ["ComparisonResult", "compare", "default_cache_path", "optimize", "sel
 
 logger = logging.getLogger(__name__)
 
+#: The method of :func:`optimize` and ``iclopt optimize`` when none is given: the winner of
+#: the optimizer benchmark (docs/benchmarks.md, "Optimizers").
+DEFAULT_METHOD = "best-of-n"
+
 
 def default_cache_path() -> Path:
     """The shared result cache: ``<cache dir>/results.sqlite``."""
@@ -44,9 +48,12 @@ def optimize(
     llm: str | LLM = "smollm2",
     k: int = 5,
     budget: int = 60,
-    method: str | Optimizer = "best-of-n",
+    method: str | Optimizer = DEFAULT_METHOD,
     seed: int | None = 0,
     instructions: Sequence[str | None] | None = None,
+    generate_instructions: int = 0,
+    n_init: int | None = None,
+    embedder: Embedder | str | None = None,
     template: Template | None = None,
     scoring: Scoring = "auto",
     max_new_tokens: int | None = None,
@@ -62,11 +69,22 @@ def optimize(
         task: The task; prompts are scored on ``task.val``, the winner on ``task.test``.
         llm: An :class:`~iclopt.llms.LLM` or a model name (``"smollm2"``, a directory).
         k: Demonstrations per prompt.
-        budget: Validation evaluations the search may spend (each scores one prompt on
-            all of ``task.val``).
+        budget: Evaluations the search may spend (each scores one prompt on all of
+            ``task.val``; a re-scoring evaluation of ``neural`` scores it on as many
+            extra pool queries).
         method: Optimizer name (see ``iclopt.bandits.OPTIMIZERS``) or instance.
-        seed: Seed of the optimizer; ``None`` for fresh entropy.
+        seed: Seed of the optimizer (and of instruction generation); ``None`` for fresh
+            entropy.
         instructions: Candidate instructions searched jointly; default: none.
+            De-duplicated (case and whitespace ignored).
+        generate_instructions: Also propose this many instructions with the LLM
+            (APE-style, :func:`iclopt.instructions.generate_instructions`); the calls are
+            charged to the budget and cached. Without ``instructions``, "no
+            instruction" stays a candidate.
+        n_init: Initial design of model-based methods; ``None`` scales 40/165 of the
+            budget (EASE's ratio).
+        embedder: Sentence encoder of model-based methods (object or sentence-transformers
+            name); ``None`` for the offline all-MiniLM-L6-v2.
         template: Prompt template; completion style by default.
         scoring: ``"auto"``, ``"generate"`` or ``"labels"`` (see :class:`Evaluator`).
         max_new_tokens: Generation cap; ``None`` derives it from the pool's longest answer.
@@ -78,30 +96,74 @@ def optimize(
         on_step: Callback after each evaluation (progress reporting).
 
     Returns:
-        The best prompt, its validation and test scores, cost, trace and config.
+        The best prompt (the optimizer's recommendation: the best validation score, or
+        for ``neural`` the best combined score after re-scoring), its validation and test
+        scores, cost, trace (with each step's diagnostics) and config.
+
+    Raises:
+        InputDataError: Bad arguments (k > pool, a budget smaller than the initial design,
+            an empty instruction list, an unknown method, ...).
+        MissingDependencyError: The method needs a package that is not installed.
 
     Example:
         >>> from iclopt.datasets import get_task
         >>> res = optimize(get_task("sentiment"), k=5, budget=10, seed=0)  # doctest: +SKIP
         >>> print(res.render("A delight from start to finish."))  # doctest: +SKIP
     """
+    from iclopt.bandits.model_based import ModelBasedOptimizer
+    from iclopt.instructions import dedupe_instructions
+    from iclopt.instructions import generate_instructions as ape
+
     _check_int("k", k, 1)
     _check_int("budget", budget, 1)
+    _check_int("generate_instructions", generate_instructions, 0)
+    if n_init is not None:
+        _check_int("n_init", n_init, 1)
+        if n_init > budget:
+            raise InputDataError(
+                f"the budget of {budget} evaluations is smaller than the initial design "
+                f"(n_init={n_init})"
+            )
     if k > len(task.pool):
         raise InputDataError(
             f"k={k} is larger than the pool of task {task.name!r} ({len(task.pool)})"
         )
+    user_instructions: list[str | None] = []
+    if instructions is not None:
+        if not list(instructions):
+            raise InputDataError("the instruction list is empty")
+        user_instructions = dedupe_instructions(instructions)
+        if not user_instructions:
+            raise InputDataError("the instruction list is empty after de-duplication")
     if isinstance(method, str):
-        optimizer = OPTIMIZERS.get(method)(
-            k=k, seed=seed, instructions=list(instructions) if instructions else [None]
-        )
+        cls = OPTIMIZERS.get(method)
+        model_based = issubclass(cls, ModelBasedOptimizer)
     else:
-        optimizer = method
+        cls, model_based = type(method), isinstance(method, ModelBasedOptimizer)
     model = get_llm(llm)
     store = _result_cache(cache)
     search_budget = Budget(
         max_evaluations=budget, max_llm_calls=max_llm_calls, max_prompt_tokens=max_prompt_tokens
     )
+    generated: list[str] = []
+    generation_cost = Cost()
+    if generate_instructions:
+        generated, generation_cost = ape(
+            task,
+            model,
+            generate_instructions,
+            seed=seed,
+            budget=search_budget,
+            cache=store,
+        )
+    candidates = dedupe_instructions((user_instructions or [None]) + list(generated))
+    if isinstance(method, str):
+        kwargs: dict[str, Any] = {"k": k, "seed": seed, "instructions": candidates}
+        if model_based:
+            kwargs.update(n_init=n_init, embedder=embedder)
+        optimizer = cls(**kwargs)
+    else:
+        optimizer = method
     evaluator = Evaluator(
         task,
         model,
@@ -116,7 +178,8 @@ def optimize(
     search_budget.spent.seconds = time.perf_counter() - start
     if not trace:
         raise InputDataError("the budget did not allow a single evaluation")
-    best = max(trace, key=lambda e: e.score)  # first of the ties: the earliest found
+    best_prompt, why = optimizer.recommend()
+    val_score = next(e.score for e in trace if e.on_val and e.prompt == best_prompt)
     test_score: float | None = None
     test_cost = Cost()
     if evaluate_test and task.test:
@@ -128,7 +191,7 @@ def optimize(
             max_new_tokens=max_new_tokens,
             cache=store,
         )
-        ev = test_eval.evaluate(best.prompt, task.test)
+        ev = test_eval.evaluate(best_prompt, task.test)
         test_score, test_cost = ev.score, ev.cost
     config = {
         "method": method if isinstance(method, str) else type(method).__name__,
@@ -146,11 +209,18 @@ def optimize(
         "template": evaluator.template.as_dict(),
         "sizes": {"pool": len(task.pool), "val": len(task.val), "test": len(task.test)},
         "cache": str(store.path) if store is not None else None,
+        "instructions": {
+            "user": user_instructions,
+            "generated": generated,
+            "generation_cost": generation_cost.as_dict(),
+            "searched": candidates,
+        },
+        "selection": why,
     }
     return OptimizationResult(
-        best=best.prompt,
-        demos=[task.pool[i] for i in best.prompt.demos],
-        val_score=best.score,
+        best=best_prompt,
+        demos=[task.pool[i] for i in best_prompt.demos],
+        val_score=val_score,
         test_score=test_score,
         template=evaluator.template,
         trace=[e.as_dict() for e in trace],
