@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from iclopt.bandits import OPTIMIZERS, Optimizer
+from iclopt.bandits import DEFAULT_METHOD, OPTIMIZERS, Optimizer
 from iclopt.data import Task
 from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError
@@ -26,10 +26,6 @@ from iclopt.search import TraceEntry, run_search
 __all__ = ["ComparisonResult", "compare", "default_cache_path", "optimize", "select"]
 
 logger = logging.getLogger(__name__)
-
-#: The method of :func:`optimize` and ``iclopt optimize`` when none is given: the winner of
-#: the optimizer benchmark (docs/benchmarks.md, "Optimizers").
-DEFAULT_METHOD = "best-of-n"
 
 
 def default_cache_path() -> Path:
@@ -138,6 +134,8 @@ def optimize(
     if isinstance(method, str):
         cls = OPTIMIZERS.get(method)
         model_based = issubclass(cls, ModelBasedOptimizer)
+        if model_based:
+            cls.check_dependencies(embedder)  # type: ignore[attr-defined]
     else:
         cls, model_based = type(method), isinstance(method, ModelBasedOptimizer)
     model = get_llm(llm)

@@ -29,22 +29,21 @@ from iclopt.bandits.neural import NeuralBandit
 from iclopt.bandits.random_search import RandomSearch
 from iclopt.bandits.tpe import TPEBandit
 
+#: The method of ``iclopt.optimize`` and ``iclopt optimize`` when none is given: the
+#: winner of the optimizer benchmark (docs/benchmarks.md, "Optimizers").
+DEFAULT_METHOD = "best-of-n"
+
 #: One line per optimizer, for ``iclopt methods``.
 DESCRIPTIONS = {
-    "best-of-n": "random ordered k-tuples; keep the best validation score (baseline)",
-    "ease": (
-        "EASE (Wu et al. 2024): NeuralUCB on sentence embeddings of the whole ordered "
-        "prompt, OT-filtered candidates"
-    ),
-    "neural": (
-        "iclopt's bandit: Thompson-sampled MLP ensemble on order-explicit slot features, "
-        "OT + local-move candidates, re-scores the top prompts on extra queries"
-    ),
-    "gp": "BoTorch SingleTaskGP + LogEI on PCA slot features over the shared candidates",
-    "tpe": "Optuna multivariate TPE over k categorical slots + instruction (MIPROv2's search)",
+    "best-of-n": "random ordered k-tuples, keep the best validation score (baseline)",
+    "ease": "EASE (Wu et al. 2024): NeuralUCB on encoded ordered prompts, OT filter",
+    "neural": "ensemble Thompson sampling on slot features, local moves, re-scoring",
+    "gp": "BoTorch SingleTaskGP + LogEI on PCA slot features",
+    "tpe": "Optuna multivariate TPE over k categorical slots (MIPROv2-style)",
 }
 
 __all__ = [
+    "DEFAULT_METHOD",
     "DESCRIPTIONS",
     "EASE",
     "OPTIMIZERS",

@@ -71,6 +71,8 @@ class GPBandit(ModelBasedOptimizer):
         ['acquisition', 'candidates', 'mean']
     """
 
+    requires = (("torch", "torch"), ("botorch", "'iclopt[opt]'"))
+
     def __init__(
         self,
         *,

@@ -28,7 +28,7 @@ from iclopt.bandits.candidates import (
 )
 from iclopt.data import Task
 from iclopt.embedders.base import Embedder
-from iclopt.errors import InputDataError
+from iclopt.errors import InputDataError, MissingDependencyError
 from iclopt.prompts import Prompt
 
 __all__ = [
@@ -165,6 +165,31 @@ class ModelBasedOptimizer(Optimizer):
 
     #: Whether :meth:`setup` needs the embedder (for features or the OT filter).
     uses_embedder = True
+    #: Optional packages the method needs: (import name, pip hint).
+    requires: tuple[tuple[str, str], ...] = (("torch", "torch"),)
+
+    @classmethod
+    def check_dependencies(cls, embedder: Embedder | str | None = None) -> None:
+        """Fail early, before any model is loaded, if a needed package is missing.
+
+        Raises:
+            MissingDependencyError: With the install hint.
+        """
+        import importlib.util
+
+        needs = list(cls.requires)
+        if cls.uses_embedder and not isinstance(embedder, Embedder):
+            needs.append(("sentence_transformers", "'iclopt[embed]'"))
+        for module, hint in needs:
+            if importlib.util.find_spec(module) is None:
+                raise MissingDependencyError(
+                    f"method {getattr(cls, 'name', cls.__name__)!r} needs {module}: "
+                    f"pip install {hint}"
+                )
+        if cls.uses_embedder and embedder is None:
+            from iclopt.embedders.sentence_transformers import default_model_path
+
+            default_model_path()
 
     def __init__(
         self,

@@ -94,6 +94,7 @@ class TPEBandit(ModelBasedOptimizer):
     """
 
     uses_embedder = False
+    requires = (("optuna", "'iclopt[opt]'"),)
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from iclopt.bandits import DEFAULT_METHOD
 from iclopt.cli._common import (
     O_CACHE,
     O_DATA,
@@ -69,7 +70,10 @@ def optimize(
         min=1,
         help="Validation evaluations the search may spend (each scores one prompt on every validation query).",
     ),
-    method: str = typer.Option("best-of-n", help="Search method (see `iclopt methods`)."),
+    method: str = typer.Option(
+        DEFAULT_METHOD,
+        help="Search method: neural, ease, gp, tpe or best-of-n (see `iclopt methods`).",
+    ),
     model: str = O_MODEL,
     seed: int = typer.Option(0, help="Seed of the search."),
     instruction: list[str] = typer.Option(
@@ -78,6 +82,20 @@ def optimize(
     ),
     instructions_file: Path = typer.Option(
         None, help="File with one candidate instruction per line."
+    ),
+    generate_instructions: int = typer.Option(
+        0,
+        min=0,
+        help="Also let the LLM propose this many instructions from random demonstrations (APE-style; charged to the budget, cached, de-duplicated).",
+    ),
+    n_init: int = typer.Option(
+        None,
+        min=1,
+        help="Initial random design of the model-based methods (default: 40/165 of the budget).",
+    ),
+    embedder: str = typer.Option(
+        None,
+        help="Sentence encoder of the model-based methods: a sentence-transformers model name or folder (default: the embedded all-MiniLM-L6-v2).",
     ),
     template: TemplateStyle = O_TEMPLATE,
     scoring: ScoringMode = O_SCORING,
@@ -102,6 +120,8 @@ def optimize(
     """
     from iclopt.api import optimize as run_optimize
     from iclopt.bandits import OPTIMIZERS
+    from iclopt.bandits.model_based import ModelBasedOptimizer
+    from iclopt.instructions import dedupe_instructions
     from iclopt.prompts import Template
 
     quiet_libraries()
@@ -122,8 +142,19 @@ def optimize(
         k,
         keep_overlap=keep_overlap,
     )
-    OPTIMIZERS.get(method)
+    cls = OPTIMIZERS.get(method)
+    if n_init is not None and n_init > budget:
+        raise InputDataError(
+            f"--budget {budget} is smaller than the initial design (--n-init {n_init})"
+        )
+    if issubclass(cls, ModelBasedOptimizer):
+        cls.check_dependencies(embedder)
     cands = read_instructions(instruction, instructions_file)
+    if instruction or instructions_file is not None:
+        if not dedupe_instructions(cands):
+            raise InputDataError("the instruction list is empty after de-duplication")
+    else:
+        cands = None
     if out_path is not None and out_path.is_dir():
         raise InputDataError(f"{out_path}: is a directory; --out needs a file path")
     llm = load_llm(model)
@@ -133,8 +164,10 @@ def optimize(
         bar = progress.add_task("searching", total=budget, note="")
 
         def on_step(entry: Any, ev: Any) -> None:
-            best[0] = max(best[0], entry.score)
-            progress.update(bar, advance=1, note=f"best val {best[0]:.3f}")
+            if entry.on_val:
+                best[0] = max(best[0], entry.score)
+            src = entry.info.get("source") or ""
+            progress.update(bar, advance=1, note=f"best val {best[0]:.3f} ({src})")
 
         result = run_optimize(
             the_task,
@@ -144,6 +177,9 @@ def optimize(
             method=method,
             seed=seed,
             instructions=cands,
+            generate_instructions=generate_instructions,
+            n_init=n_init,
+            embedder=embedder,
             template=Template(style=template.value),
             scoring=scoring.value,
             max_new_tokens=max_new_tokens,

@@ -43,13 +43,18 @@ def tasks() -> None:
 @app.command()
 def methods() -> None:
     """List search methods, models and metrics by name."""
-    from iclopt.bandits import OPTIMIZERS
+    from iclopt.bandits import DEFAULT_METHOD, DESCRIPTIONS, OPTIMIZERS
     from iclopt.llms import LLMS
     from iclopt.metrics import METRICS
     from iclopt.selectors import SELECTORS
 
+    out.print("optimize --method:", highlight=False)
+    for name in OPTIMIZERS.names():
+        mark = " (default)" if name == DEFAULT_METHOD else ""
+        out.print(
+            f"  {name:10s} {DESCRIPTIONS.get(name, '')}{mark}", highlight=False, soft_wrap=True
+        )
     for title, reg in (
-        ("optimize --method", OPTIMIZERS),
         ("compare --methods", SELECTORS),
         ("models", LLMS),
         ("metrics", METRICS),
