@@ -148,7 +148,7 @@ def _prefix_kv_states(
     p: int,
     positions: list[int],
     layer: int,
-    batch_size: int = 32,
+    batch_size: int = 8,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     import torch
 
@@ -164,7 +164,7 @@ def _prefix_kv_states(
         cache = res.past_key_values
         demo = res.hidden_states[layer][0, positions].double().numpy()
         fed = p
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # little padding
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             rows = [seqs[i][p:] for i in batch]
