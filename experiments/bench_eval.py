@@ -5,6 +5,10 @@ checked), distinct tokens per second, and the fraction of this machine's fp32 ma
 that the useful FLOPs reach. See docs/benchmarks.md for numbers and the exact command.
 
     python experiments/bench_eval.py --tasks sentiment_v1 active_to_passive_v1 --repeats 3
+    python experiments/bench_eval.py --tasks sentiment_v1 --per-query --repeats 2
+
+``--per-query`` gives every query its own k random demonstrations (as KATE, DPP and MDL
+do), so the prompts share no prefix beyond a few tokens.
 """
 
 from __future__ import annotations
@@ -72,7 +76,15 @@ def timed(fn, repeats: int):
 
 
 def bench_task(
-    llm, name: str, k: int, n_queries: int, repeats: int, seed: int, peak: float, modes: list[str]
+    llm,
+    name: str,
+    k: int,
+    n_queries: int,
+    repeats: int,
+    seed: int,
+    peak: float,
+    modes: list[str],
+    per_query: bool = False,
 ):
     task = load_task(
         pool=BENCH / "induce" / f"{name}.json",
@@ -80,8 +92,13 @@ def bench_task(
         val_size=n_queries,
     )
     rng = np.random.default_rng(seed)
-    demos = [task.pool[i] for i in rng.choice(len(task.pool), size=k, replace=False)]
-    prompts = [Template().render_text(None, demos, q.input) for q in task.val]
+    tmpl = Template()
+
+    def draw():
+        return [task.pool[i] for i in rng.choice(len(task.pool), size=k, replace=False)]
+
+    demos = draw()
+    prompts = [tmpl.render_text(None, draw() if per_query else demos, q.input) for q in task.val]
     seqs = llm.encode(prompts)
     cfg = llm.hf_model.config
     rows = []
@@ -93,15 +110,22 @@ def bench_task(
         else:
             labels = list(task.labels)
             rep = [p for p in prompts for _ in labels]
-            conts = [" " + lab for _ in prompts for lab in labels]
+            # as the Evaluator scores labels: separator + label + what ends an answer
+            conts = [
+                getattr(tmpl, "answer_separator", " ") + lab + getattr(tmpl, "answer_end", "\n\n")
+                for _ in prompts
+                for lab in labels
+            ]
 
             def run(rep=rep, conts=conts):
                 return llm.score(rep, conts)
 
-        results = {}
+        results, calls = {}, {}
         for pc in (True, False):
             llm.prefix_cache = pc
-            run()  # warm-up
+            before = llm.forward_calls
+            run()  # warm-up; counts the forward passes of one run
+            calls[pc] = llm.forward_calls - before
             results[pc] = timed(run, repeats)
         (t_kv, out_kv), (t_plain, out_plain) = results[True], results[False]
         if mode == "generate":
@@ -112,8 +136,8 @@ def bench_task(
         else:
             same = float(np.max(np.abs(np.array(out_kv) - np.array(out_plain)))) < 1e-4
             n_lab = [
-                len(llm.tokenizer(" " + lab, add_special_tokens=False)["input_ids"])
-                for lab in task.labels
+                len(llm.tokenizer(c, add_special_tokens=False)["input_ids"])
+                for c in conts[: len(task.labels)]
             ]
             n_tok, ctx = distinct_work(seqs, [0] * len(seqs))
             n_tok += len(seqs) * (sum(n_lab) - len(n_lab))
@@ -121,7 +145,7 @@ def bench_task(
         flops = model_flops(cfg, n_tok, ctx, logit_rows)
         row = {
             "task": name,
-            "mode": mode,
+            "mode": mode + (" per-query" if per_query else ""),
             "queries": len(prompts),
             "prompt_tokens_total": sum(len(s) for s in seqs),
             "distinct_tokens": n_tok,
@@ -133,6 +157,8 @@ def bench_task(
             "kv_peak_frac": round(flops / t_kv / 1e9 / peak, 3),
             "plain_peak_frac": round(flops / t_plain / 1e9 / peak, 3),
             "same_outputs": bool(same),
+            "kv_forward_calls": calls[True],
+            "plain_forward_calls": calls[False],
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -150,14 +176,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--batch-overhead", type=int, default=None,
-                    help="HFModel.batch_overhead_tokens (default: the library's)")
+    ap.add_argument(
+        "--batch-overhead",
+        type=int,
+        default=None,
+        help="HFModel.batch_overhead_tokens (default: the library's)",
+    )
     ap.add_argument(
         "--modes",
         nargs="+",
         default=["generate", "labels"],
         choices=["generate", "labels"],
         help="labels runs only on classification tasks",
+    )
+    ap.add_argument(
+        "--per-query", action="store_true", help="each query its own random demonstrations"
     )
     ap.add_argument("--out", type=Path, default=None, help="write all rows as JSON here")
     args = ap.parse_args()
@@ -172,19 +205,28 @@ def main() -> None:
     rows = []
     for name in args.tasks:
         rows += bench_task(
-            llm, name, args.k, args.queries, args.repeats, args.seed, peak, args.modes
+            llm,
+            name,
+            args.k,
+            args.queries,
+            args.repeats,
+            args.seed,
+            peak,
+            args.modes,
+            per_query=args.per_query,
         )
     print(
         "\n| task | mode | prompt tokens (all) | distinct | plain s | prefix-KV s | speedup "
-        "| KV distinct tok/s | KV % of peak | plain % of peak | same outputs |"
+        "| KV distinct tok/s | KV % of peak | plain % of peak | same outputs "
+        "| forward passes KV / plain |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['task']} | {r['mode']} | {r['prompt_tokens_total']} | {r['distinct_tokens']} "
             f"| {r['plain_s']} | {r['kv_s']} | {r['speedup']}x | {r['kv_tokens_per_s']} "
             f"| {100 * r['kv_peak_frac']:.0f}% | {100 * r['plain_peak_frac']:.0f}% "
-            f"| {r['same_outputs']} |"
+            f"| {r['same_outputs']} | {r['kv_forward_calls']} / {r['plain_forward_calls']} |"
         )
     if args.out:
         args.out.write_text(json.dumps({"peak_gflops": peak, "rows": rows}, indent=2))

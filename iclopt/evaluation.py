@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 #: Part of every cache key: bumping it invalidates every earlier answer.
 CACHE_FORMAT = 2
 
+_WARNED: set[tuple[Any, ...]] = set()  # long-answer warnings already given (once per task)
+
 Scoring = Literal["auto", "generate", "labels"]
 
 
@@ -262,7 +264,9 @@ class Evaluator:
                 continue
             shortest = [min(self.llm.count_tokens(list(ex.answers))) for ex in examples]
             too_long = sum(n > self.max_new_tokens for n in shortest)
-            if too_long:
+            said = (id(self.task), self.task.name, split, self.max_new_tokens)
+            if too_long and said not in _WARNED:
+                _WARNED.add(said)
                 logger.warning(
                     "%d of %d %s answers of task %r are longer than the generation cap of %d "
                     "tokens and cannot be produced; raise max_new_tokens",

@@ -346,11 +346,25 @@ class HFModel(LLM):
         return batches[::-1]
 
     def _plan(
-        self, seqs: Sequence[Sequence[int]], limits: Sequence[int]
+        self, seqs: Sequence[Sequence[int]], limits: Sequence[int], passes: int = 1
     ) -> list[tuple[int, list[int]]]:
-        if self.prefix_cache and len(seqs) > 1:
-            return _prefix_groups(seqs, limits, self.min_prefix_tokens)
-        return [(0, list(range(len(seqs))))]
+        """Prefix groups worth their extra forward passes; every other row runs plain.
+
+        A group of ``r`` rows sharing ``p`` prefix tokens saves ``(r - 1) p`` tokens but
+        costs a prefix pass and its own ``passes`` batch passes (decoding steps): it is
+        kept only when the tokens saved outweigh ``batch_overhead_tokens`` per extra pass.
+        """
+        if not (self.prefix_cache and len(seqs) > 1):
+            return [(0, list(range(len(seqs))))]
+        groups = _prefix_groups(seqs, limits, self.min_prefix_tokens)
+        keep = [
+            (p, rows)
+            for p, rows in groups
+            if p > 0 and (len(rows) - 1) * p > self.batch_overhead_tokens * (1 + passes)
+        ]
+        kept = {i for _, rows in keep for i in rows}
+        plain = [i for i in range(len(seqs)) if i not in kept]
+        return keep + ([(0, plain)] if plain else [])
 
     # ------------------------------------------------------------------ API
     def generate(
@@ -397,9 +411,9 @@ class HFModel(LLM):
         results: list[str] = [""] * len(seqs)
         try:
             with torch.inference_mode():
-                for p, rows in self._plan(seqs, [len(s) - 1 for s in seqs]):
+                passes = 1 + min(max_new_tokens, 3)
+                for p, rows in self._plan(seqs, [len(s) - 1 for s in seqs], passes):
                     prefix_cache = self._prefix_cache(seqs[rows[0]][:p]) if p else None
-                    passes = 1 + min(max_new_tokens, 3)
                     for batch in self._batches(p, rows, seqs, passes):
                         texts = self._decode_batch(
                             prefix_cache,
@@ -539,7 +553,7 @@ class HFModel(LLM):
         for r, text in enumerate(prompts):
             rows_of[where[text]].append(r)
         out = [0.0] * len(prompts)
-        for p, group in self._plan(heads, [len(h) - 1 for h in heads]):
+        for p, group in self._plan(heads, [len(h) - 1 for h in heads], passes=2):
             prefix_cache = self._prefix_cache(heads[group[0]][:p]) if p else None
             for batch in self._batches(p, group, heads):
                 logits, cache, mask, last = self._extend(
