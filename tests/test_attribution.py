@@ -329,3 +329,33 @@ def test_cli_loo_and_shapley_with_a_fake_model_write_the_report(tmp_path, fake_c
         }
         data = json.loads((out / "attribution.json").read_text())
         assert data["method"] == method and len(data["demos"]) == 3
+
+
+def test_shapley_estimate_matches_exact_shapley_values(task):
+    """k = 3: the exact values by enumerating all 8 coalitions, against the Monte Carlo ones."""
+    from itertools import combinations
+    from math import factorial
+
+    from iclopt.evaluation import Evaluator
+
+    prompt = Prompt(None, (0, 7, 3))  # a game where every coalition has its own value
+    ev = Evaluator(task, FakeLLM())
+    attr = Shapley(llm=FakeLLM(), max_permutations=3000, tolerance=None, seed=0).attribute(
+        task, prompt
+    )
+
+    def v(members):
+        p = Prompt(None, tuple(d for j, d in enumerate(prompt.demos) if j in members))
+        rows = ev.evaluate(p).per_example
+        return float(np.mean(Shapley._per_query_values(rows, task.val, "logprob")))
+
+    n = 3
+    exact = np.zeros(n)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for size in range(n):
+            for s in combinations(others, size):
+                w = factorial(size) * factorial(n - size - 1) / factorial(n)
+                exact[i] += w * (v(set(s) | {i}) - v(set(s)))
+    assert np.all(np.abs(attr.scores - exact) <= 3 * attr.errors + 1e-9), (attr.scores, exact)
+    assert np.abs(attr.scores - exact).max() < 0.1 * np.abs(exact).max()

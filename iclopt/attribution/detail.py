@@ -150,6 +150,11 @@ class Detail(Attributor):
         center: Center representations and targets on the demonstrations' mean (a ridge
             fit with an unpenalized intercept; not in the paper). Off by default; it helps
             on some tasks and hurts on others (``docs/benchmarks.md``).
+        rank_by: What ``suspect`` (the "likely mislabeled" ranking and the flags) is:
+            ``"self"``, the self influence (the paper's noisy-demonstration detector), or
+            ``"test"``, minus the test influence summed over the labelled queries (the
+            demonstrations that hurt the queries most). Both are always computed:
+            ``extra["self_influence"]`` and ``scores``.
         projection_dim: Project representations to this many dimensions with a seeded
             Gaussian matrix (entries ``N(0, 1/projection_dim)``); ``None``: no projection.
         seed: Seed of the projection; ``None`` draws fresh entropy.
@@ -173,6 +178,7 @@ class Detail(Attributor):
         layer: int | None = None,
         lam: float = 0.01,
         center: bool = False,
+        rank_by: str = "self",
         projection_dim: int | None = None,
         seed: int | None = 0,
     ) -> None:
@@ -181,6 +187,7 @@ class Detail(Attributor):
         self.layer = layer
         self.lam = lam
         self.center = center
+        self.rank_by = rank_by
         self.projection_dim = projection_dim
         self.seed = seed
 
@@ -214,6 +221,11 @@ class Detail(Attributor):
             raise InputDataError(
                 "The 'lam' parameter of Detail must be a float in (0, inf). "
                 f"Got {self.lam!r} instead."
+            )
+        if self.rank_by not in ("self", "test"):
+            raise InputDataError(
+                "The 'rank_by' parameter of Detail must be 'self' or 'test'. "
+                f"Got {self.rank_by!r} instead."
             )
         if self.projection_dim is not None and (
             not isinstance(self.projection_dim, int) or self.projection_dim < 1
@@ -293,6 +305,9 @@ class Detail(Attributor):
             infl = ridge_influence(m, y, lam, qrep, yq2)
         per_query = infl.test_influence
         scores = per_query.sum(axis=1) if per_query is not None else np.zeros(len(demos))
+        if self.rank_by == "test" and per_query is None:
+            raise InputDataError("rank_by='test' needs queries (test influence)")
+        suspect = infl.self_influence if self.rank_by == "self" else -scores
         cost = Cost(
             llm_calls=len(texts) or 1, prompt_tokens=fed, seconds=time.perf_counter() - start
         )
@@ -303,7 +318,7 @@ class Detail(Attributor):
             prompt=prompt,
             demos=demos,
             scores=scores,
-            suspect=infl.self_influence,
+            suspect=suspect,
             per_query=per_query,
             query_ids=[q.id if isinstance(q, Example) else f"q{k}" for k, q in enumerate(qs)],
             cost=cost,
@@ -313,6 +328,7 @@ class Detail(Attributor):
                 "lam": float(self.lam),
                 "lambda": lam,
                 "center": self.center,
+                "rank_by": self.rank_by,
                 "projection_dim": self.projection_dim,
                 "seed": self.seed,
                 "hidden_size": int(d_model),
@@ -320,7 +336,11 @@ class Detail(Attributor):
                 "classes": len(classes),
                 "template": template.as_dict(),
             },
-            extra={"positions": tokens.positions, "answer_tokens": tokens.answer_tokens},
+            extra={
+                "self_influence": infl.self_influence.tolist(),
+                "positions": tokens.positions,
+                "answer_tokens": tokens.answer_tokens,
+            },
         )
 
     def _targets(

@@ -11,6 +11,7 @@ from iclopt.cli._common import (
     O_CACHE,
     O_DATA,
     O_INPUT_COL,
+    O_KEEP_OVERLAP,
     O_LABELS,
     O_METRIC,
     O_MODEL,
@@ -39,7 +40,7 @@ from iclopt.cli._common import (
 )
 
 
-def _task_from_result(res: Any) -> Any:
+def _task_from_result(res: Any, keep_overlap: bool = False) -> Any:
     """Rebuild the task an `iclopt optimize --out` result was made on."""
     src = res.config.get("task_source")
     if not isinstance(src, dict):
@@ -64,6 +65,7 @@ def _task_from_result(res: Any) -> Any:
         ",".join(labels) if labels else "none",
         metric if isinstance(metric, str) else "auto",
         1,
+        keep_overlap=keep_overlap or bool(src.get("keep_overlap", False)),
     )
 
 
@@ -160,6 +162,7 @@ def attribute(
     ),
     scoring: ScoringMode = O_SCORING,
     max_new_tokens: int = typer.Option(None, min=1, help="loo/shapley: generation cap."),
+    keep_overlap: bool = O_KEEP_OVERLAP,
     cache: Path = O_CACHE,
     no_cache: bool = O_NO_CACHE,
     out_dir: Path = typer.Option(
@@ -207,12 +210,20 @@ def attribute(
             labels,
             metric,
             1,
+            keep_overlap=keep_overlap,
         )
     else:
         the_task = _task_from_result(res)
     if res is not None:
         assert result is not None
-        _check_result_matches(res, the_task, result)
+        try:
+            _check_result_matches(res, the_task, result)
+        except InputDataError:
+            if has_task:
+                raise
+            # the result may have been made with --keep-overlap, which it does not record
+            the_task = _task_from_result(res, keep_overlap=True)
+            _check_result_matches(res, the_task, result)
         prompt = res.best
         tmpl = res.template if template is None else Template(style=template.value)
     else:

@@ -55,6 +55,12 @@ def _score_label(method: str) -> str:
     }.get(method, "score")
 
 
+def _suspect_label(attr: Attribution) -> str:
+    if attr.config.get("rank_by") == "test":
+        return "suspect (-test influence)"
+    return "suspect (self influence)"
+
+
 def _plt() -> Any:
     try:
         import matplotlib
@@ -70,7 +76,7 @@ def plot_attribution(attr: Attribution, ax: Any = None) -> Any:
     """One horizontal bar per demonstration (top = first in the prompt), flagged in red.
 
     Bars show ``scores`` (with error bars where the method has them); for DETAIL a second
-    panel shows self influence, the "likely mislabeled" score.
+    panel shows ``suspect`` (self influence by default), the "likely mislabeled" score.
 
     Returns:
         The matplotlib figure.
@@ -98,7 +104,7 @@ def plot_attribution(attr: Attribution, ax: Any = None) -> Any:
     axes[0].set_xlabel(f"{_score_label(attr.method)}  (higher = more helpful)", fontsize=8)
     if panels == 2 and attr.suspect is not None:
         axes[1].barh(y, [float(s) for s in attr.suspect], color=colors)
-        axes[1].set_xlabel("self influence (higher = more suspect)", fontsize=8)
+        axes[1].set_xlabel(f"{_suspect_label(attr)}, higher = more suspect", fontsize=8)
     layer = attr.config.get("layer")
     title = f"{attr.method}" + (f", layer {layer}" if layer is not None else "")
     title += f" · red = flagged ({len(flagged)})"
@@ -150,7 +156,7 @@ def markdown_report(attr: Attribution) -> str:
     if attr.errors is not None:
         head.append("std err")
     if attr.suspect is not None:
-        head.append("self influence")
+        head.append(_suspect_label(attr))
     head += ["suspect rank", "flagged", "input", "output"]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for j, (pid, ex) in enumerate(zip(attr.prompt.demos, attr.demos)):
@@ -188,7 +194,7 @@ def html_report(attr: Attribution, png: bytes) -> str:
     if attr.errors is not None:
         head.append("std err")
     if attr.suspect is not None:
-        head.append("self influence")
+        head.append(_suspect_label(attr))
     head += ["suspect rank", "flagged", "input", "output"]
     settings = "".join(f"<li>{_h(k)}: {_h(v)}</li>" for k, v in _settings(attr))
     instr = (
