@@ -149,7 +149,10 @@ def main() -> None:
                     seed: int = seed,
                 ) -> dict[str, Any]:
                     row: dict[str, Any] = {}
-                    for name, kw in (("detail", {}), ("detail_center", {"center": True})):
+                    for name, kw in (
+                        ("detail", {"rank_by": "self"}),
+                        ("detail_center", {"rank_by": "self", "center": True}),
+                    ):
                         t0 = time.perf_counter()
                         a = Detail(llm=llm, **kw).attribute(task, prompt)
                         row[name] = attr_row(a, noisy, time.perf_counter() - t0)

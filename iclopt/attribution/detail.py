@@ -151,10 +151,12 @@ class Detail(Attributor):
             fit with an unpenalized intercept; not in the paper). Off by default; it helps
             on some tasks and hurts on others (``docs/benchmarks.md``).
         rank_by: What ``suspect`` (the "likely mislabeled" ranking and the flags) is:
-            ``"self"``, the self influence (the paper's noisy-demonstration detector), or
-            ``"test"``, minus the test influence summed over the labelled queries (the
-            demonstrations that hurt the queries most). Both are always computed:
-            ``extra["self_influence"]`` and ``scores``.
+            ``"self"``, the self influence (the paper's noisy-demonstration detector);
+            ``"test"``, minus the test influence summed over the queries (the
+            demonstrations that hurt the queries most); ``"auto"`` (default): ``"test"``
+            when there are queries, else ``"self"``. On SmolLM2, ``"test"`` detected
+            flipped labels better on average (``docs/benchmarks.md``). Both are always
+            computed: ``extra["self_influence"]`` and ``scores``.
         projection_dim: Project representations to this many dimensions with a seeded
             Gaussian matrix (entries ``N(0, 1/projection_dim)``); ``None``: no projection.
         seed: Seed of the projection; ``None`` draws fresh entropy.
@@ -178,7 +180,7 @@ class Detail(Attributor):
         layer: int | None = None,
         lam: float = 0.01,
         center: bool = False,
-        rank_by: str = "self",
+        rank_by: str = "auto",
         projection_dim: int | None = None,
         seed: int | None = 0,
     ) -> None:
@@ -222,9 +224,9 @@ class Detail(Attributor):
                 "The 'lam' parameter of Detail must be a float in (0, inf). "
                 f"Got {self.lam!r} instead."
             )
-        if self.rank_by not in ("self", "test"):
+        if self.rank_by not in ("auto", "self", "test"):
             raise InputDataError(
-                "The 'rank_by' parameter of Detail must be 'self' or 'test'. "
+                "The 'rank_by' parameter of Detail must be 'auto', 'self' or 'test'. "
                 f"Got {self.rank_by!r} instead."
             )
         if self.projection_dim is not None and (
@@ -305,9 +307,12 @@ class Detail(Attributor):
             infl = ridge_influence(m, y, lam, qrep, yq2)
         per_query = infl.test_influence
         scores = per_query.sum(axis=1) if per_query is not None else np.zeros(len(demos))
-        if self.rank_by == "test" and per_query is None:
+        rank_by = self.rank_by
+        if rank_by == "auto":
+            rank_by = "test" if per_query is not None else "self"
+        if rank_by == "test" and per_query is None:
             raise InputDataError("rank_by='test' needs queries (test influence)")
-        suspect = infl.self_influence if self.rank_by == "self" else -scores
+        suspect = infl.self_influence if rank_by == "self" else -scores
         cost = Cost(
             llm_calls=len(texts) or 1, prompt_tokens=fed, seconds=time.perf_counter() - start
         )
@@ -328,7 +333,7 @@ class Detail(Attributor):
                 "lam": float(self.lam),
                 "lambda": lam,
                 "center": self.center,
-                "rank_by": self.rank_by,
+                "rank_by": rank_by,
                 "projection_dim": self.projection_dim,
                 "seed": self.seed,
                 "hidden_size": int(d_model),

@@ -143,6 +143,10 @@ def attribute(
         "--center",
         help="detail: center representations and targets (a ridge fit with an intercept).",
     ),
+    rank_by: str = typer.Option(
+        None,
+        help="detail: what flags a demonstration: 'self' (self influence), 'test' (most negative test influence) or 'auto' (test; self without queries).",
+    ),
     utility: str = typer.Option(
         None,
         help="loo/shapley: 'metric', 'logprob' (gold label log-probability; label scoring) or 'auto'.",
@@ -247,6 +251,7 @@ def attribute(
         "lam": lam,
         "projection_dim": projection_dim,
         "center": True if center else None,
+        "rank_by": rank_by,
         "utility": utility,
         "max_permutations": permutations,
         "tolerance": tolerance,
