@@ -98,10 +98,12 @@ def run_one(task_name: str, method: str, seed: int, args: Any, ctx: dict[str, An
     try:
         opt.ask()
         overhead_end = time.perf_counter() - t0
-    except Exception as exc:  # noqa: BLE001 (exhausted space, say)
+    except Exception as exc:
         overhead_end = None
         log.info("final ask failed: %s", exc)
-    model_steps = [e.optimizer_seconds for e in trace if e.info.get("source") not in ("initial", "rescore")]
+    model_steps = [
+        e.optimizer_seconds for e in trace if e.info.get("source") not in ("initial", "rescore")
+    ]
     llm_steps = [e.seconds for e in trace if e.llm_calls > 0]
     return {
         "task": task_name,
@@ -166,9 +168,14 @@ def report(out: Path, args: Any) -> str:
             v = [r["val_score"] for r in by.get((t, m), [])]
             cells.append(f"{np.mean(v):.3f}" if v else "—")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "Optimizer overhead per round (s; mean over runs) and LLM time per evaluation:", ""]
     lines += [
-        "| method | mean per model step | last 10 steps | one ask at the end (60 obs.) | LLM s / eval (misses) |",
+        "",
+        "Optimizer overhead per round (s; mean over runs) and LLM time per evaluation:",
+        "",
+    ]
+    lines += [
+        "| method | mean per model step | last 10 steps | one ask at the end (60 obs.) "
+        "| LLM s / eval (misses) |",
         "|---|---|---|---|---|",
     ]
     for m in methods:

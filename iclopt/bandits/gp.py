@@ -59,6 +59,10 @@ class GPBandit(ModelBasedOptimizer):
         n_ot_keep: OT-closest tuples kept as candidates.
         n_incumbents: Best prompts whose neighbours are candidates.
         n_local: Local-move candidates per round.
+        fit_maxiter: L-BFGS-B iterations of each hyperparameter fit, with at most 2
+            attempts (BoTorch's defaults, ~200 iterations and up to 5 restarts, took up
+            to 17 s a round on a busy 2-core CPU). A failed fit keeps the prior's
+            hyperparameters for that round (``fitted: false`` in the trace).
 
     Example:
         >>> from iclopt.datasets import get_task
@@ -87,6 +91,7 @@ class GPBandit(ModelBasedOptimizer):
         n_ot_keep: int = 100,
         n_incumbents: int = 3,
         n_local: int = 300,
+        fit_maxiter: int = 50,
     ) -> None:
         super().__init__(
             k=k, seed=seed, instructions=instructions, n_init=n_init, embedder=embedder
@@ -97,6 +102,7 @@ class GPBandit(ModelBasedOptimizer):
         self.n_ot_keep = n_ot_keep
         self.n_incumbents = n_incumbents
         self.n_local = n_local
+        self.fit_maxiter = fit_maxiter
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (JSON form)."""
@@ -108,6 +114,7 @@ class GPBandit(ModelBasedOptimizer):
             "n_ot_keep": self.n_ot_keep,
             "n_incumbents": self.n_incumbents,
             "n_local": self.n_local,
+            "fit_maxiter": self.fit_maxiter,
         }
 
     def setup(self, task: Any, *, budget: int | None = None) -> None:
@@ -139,6 +146,7 @@ class GPBandit(ModelBasedOptimizer):
     def _ask_model(self) -> Trial:
         import torch
         from botorch.acquisition import LogExpectedImprovement
+        from botorch.exceptions import ModelFittingError
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP
         from botorch.optim import optimize_acqf_discrete
@@ -164,7 +172,16 @@ class GPBandit(ModelBasedOptimizer):
         with torch_seed(self.torch_seed_ + len(prompts)), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = SingleTaskGP(train_x, train_y)
-            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+            try:
+                fit_gpytorch_mll(
+                    ExactMarginalLogLikelihood(model.likelihood, model),
+                    optimizer_kwargs={"options": {"maxiter": int(self.fit_maxiter)}},
+                    max_attempts=2,
+                )
+                fitted = True
+            except ModelFittingError:  # keep the prior's hyperparameters this round
+                model.eval()
+                fitted = False
             with torch.no_grad():
                 best_f = model.posterior(train_x).mean.max()
             acq = LogExpectedImprovement(model, best_f=best_f)
@@ -181,5 +198,6 @@ class GPBandit(ModelBasedOptimizer):
                 "std": float(post.variance.clamp_min(0).sqrt().view(-1)[0]),
                 "acquisition": float(acq_value.view(-1)[0]),
                 "candidates": len(cands),
+                "fitted": fitted,
             },
         )

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from iclopt.testing.fakes import FakeEmbedder, FakeLLM
+from iclopt.testing.optimizers import check_optimizer
 
-__all__ = ["FakeEmbedder", "FakeLLM"]
+__all__ = ["FakeEmbedder", "FakeLLM", "check_optimizer"]
