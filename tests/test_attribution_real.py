@@ -65,7 +65,11 @@ def test_detail_on_the_real_model_is_deterministic_and_layer_checked(smol):
     b = Detail(llm=smol, projection_dim=64, seed=0).attribute(task, prompt)
     np.testing.assert_array_equal(a.scores, b.scores)
     assert a.config["layer"] == 15 and a.config["hidden_size"] == 576
-    assert a.per_query.shape == (6, len(task.val)) and np.all(a.suspect >= 0)
+    assert a.per_query.shape == (6, len(task.val)) and a.config["rank_by"] == "test"
+    np.testing.assert_allclose(a.suspect, -a.scores)  # rank_by auto: test influence
+    assert np.all(np.array(a.extra["self_influence"]) >= 0)
+    c = Detail(llm=smol, rank_by="auto").attribute(task, prompt, queries=[])
+    assert c.config["rank_by"] == "self" and np.all(c.suspect >= 0) and c.per_query is None
     from iclopt.errors import InputDataError
 
     with pytest.raises(InputDataError, match=r"must be an int in \[0, 30\]"):
