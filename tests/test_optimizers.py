@@ -161,7 +161,7 @@ def test_model_based_methods_beat_random_search_on_a_synthetic_task():
             found.setdefault(name, []).append(reward(Trial(best)))
     random_mean = np.mean(found["best-of-n"])
     for name in ("ease", "neural", "gp"):
-        assert np.mean(found[name]) > random_mean + 0.05, (name, found)
+        assert np.mean(found[name]) > random_mean + 0.1, (name, found)
 
 
 class _Counting(RandomSearch):
