@@ -359,3 +359,15 @@ def test_shapley_estimate_matches_exact_shapley_values(task):
                 exact[i] += w * (v(set(s) | {i}) - v(set(s)))
     assert np.all(np.abs(attr.scores - exact) <= 3 * attr.errors + 1e-9), (attr.scores, exact)
     assert np.abs(attr.scores - exact).max() < 0.1 * np.abs(exact).max()
+
+
+def test_cli_demos_screens_seeded_pool_items(tmp_path, fake_cli):
+    picks = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        args = ["attribute", "--task", "sentiment", "--demos", "5", "--seed", "3"]
+        result = runner.invoke(app, [*args, "--method", "loo", "--no-cache", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        data = json.loads((out / "attribution.json").read_text())
+        picks.append(data["prompt"]["demos"])
+    assert picks[0] == picks[1] and len(set(picks[0])) == 5
