@@ -61,11 +61,12 @@ def test_demo_tokens_come_from_offsets_and_prefix_kv_states_equal_plain(smol):
 def test_detail_on_the_real_model_is_deterministic_and_layer_checked(smol):
     task = get_task("sentiment")
     prompt = Prompt(None, (0, 7, 3, 12, 5, 40))
-    a = Detail(llm=smol, projection_dim=64, seed=0).attribute(task, prompt)
-    b = Detail(llm=smol, projection_dim=64, seed=0).attribute(task, prompt)
+    queries = task.val[:8]
+    a = Detail(llm=smol, projection_dim=64, seed=0).attribute(task, prompt, queries)
+    b = Detail(llm=smol, projection_dim=64, seed=0).attribute(task, prompt, queries)
     np.testing.assert_array_equal(a.scores, b.scores)
     assert a.config["layer"] == 15 and a.config["hidden_size"] == 576
-    assert a.per_query.shape == (6, len(task.val)) and a.config["rank_by"] == "test"
+    assert a.per_query.shape == (6, 8) and a.config["rank_by"] == "test"
     np.testing.assert_allclose(a.suspect, -a.scores)  # rank_by auto: test influence
     assert np.all(np.array(a.extra["self_influence"]) >= 0)
     c = Detail(llm=smol, rank_by="auto").attribute(task, prompt, queries=[])
