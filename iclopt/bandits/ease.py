@@ -73,6 +73,10 @@ class EASE(ModelBasedOptimizer):
     chosen; with ``n_batches > 1`` this repeats and the best UCB across batches wins,
     as in the reference.
 
+    As in the reference, the OT filter's target is the validation EXAMPLES rendered like
+    demonstrations ("Input: x\nOutput: y", gold output included), not the bare inputs;
+    the validation labels are known to the optimizer anyway.
+
     Deviations from the reference code, and why:
 
     * Encoder: iclopt's embedded all-MiniLM-L6-v2 (256-token cap) by default, where the
