@@ -76,7 +76,7 @@ def plot_attribution(attr: Attribution, ax: Any = None) -> Any:
     """One horizontal bar per demonstration (top = first in the prompt), flagged in red.
 
     Bars show ``scores`` (with error bars where the method has them); for DETAIL a second
-    panel shows ``suspect`` (self influence by default), the "likely mislabeled" score.
+    panel shows DETAIL's self influence (the paper's "likely mislabeled" score).
 
     Returns:
         The matplotlib figure.
@@ -103,8 +103,13 @@ def plot_attribution(attr: Attribution, ax: Any = None) -> Any:
     axes[0].invert_yaxis()
     axes[0].set_xlabel(f"{_score_label(attr.method)}  (higher = more helpful)", fontsize=8)
     if panels == 2 and attr.suspect is not None:
-        axes[1].barh(y, [float(s) for s in attr.suspect], color=colors)
-        axes[1].set_xlabel(f"{_suspect_label(attr)}, higher = more suspect", fontsize=8)
+        second = attr.extra.get("self_influence")  # DETAIL: always show self influence
+        if second is None or len(second) != n:
+            second, label = attr.suspect, _suspect_label(attr)
+        else:
+            label = "self influence"
+        axes[1].barh(y, [float(s) for s in second], color=colors)
+        axes[1].set_xlabel(f"{label} (higher = more suspect)", fontsize=8)
     layer = attr.config.get("layer")
     title = f"{attr.method}" + (f", layer {layer}" if layer is not None else "")
     title += f" · red = flagged ({len(flagged)})"
