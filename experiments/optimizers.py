@@ -145,9 +145,15 @@ def report(out: Path, args: Any) -> str:
         by.setdefault((r["task"], r["method"]), []).append(r)
     tasks = [t for t in TASKS if any(k[0] == t for k in by)]
     methods = [m for m in METHODS if any(k[1] == m for k in by)]
+    # tasks every method has run on (so partial runs compare like with like)
+    shared = [t for t in tasks if all((t, m) in by for m in methods)]
     lines = [
-        "| method | " + " | ".join(tasks) + " | mean over tasks |",
-        "|---|" + "---|" * (len(tasks) + 1),
+        "| method | "
+        + " | ".join(tasks)
+        + " | mean over tasks | mean over "
+        + ", ".join(shared)
+        + " |",
+        "|---|" + "---|" * (len(tasks) + 2),
     ]
     for m in methods:
         cells, means = [], []
@@ -159,7 +165,9 @@ def report(out: Path, args: Any) -> str:
             else:
                 cells.append("—")
         mean = f"{np.mean(means):.3f}" if len(means) == len(tasks) else "incomplete"
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean} |")
+        common = [np.mean([r["test_score"] for r in by[(t, m)]]) for t in shared]
+        common_mean = f"{np.mean(common):.3f}" if common else "—"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean} | {common_mean} |")
     lines += ["", "Validation score of the chosen prompt (mean over seeds):", ""]
     lines += ["| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for m in methods:
