@@ -269,10 +269,10 @@ def summary(out: Path, tasks: list[str], seeds: list[int]) -> None:
                 continue
             secs = [g.get("seconds") for g in got]
             evals = [g.get("cost", {}).get("evaluations") for g in got]
+            n_evals = f"{np.mean(evals):.0f}" if evals[0] is not None else "-"
             print(
                 f"| {label} | {_mean([g.get(metric) for g in got])} | "
-                f"{_mean(secs) if secs[0] is not None else '-'} | "
-                f"{_mean(evals) if evals[0] is not None else '-'} | {len(got)} |"
+                f"{_mean(secs) if secs[0] is not None else '-'} | {n_evals} | {len(got)} |"
             )
         det, lo, sh = cells.get("detail", {}), cells.get("loo", {}), cells.get("shapley", {})
         rho = [
