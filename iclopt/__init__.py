@@ -12,7 +12,15 @@ from __future__ import annotations
 from iclopt.api import ComparisonResult, compare, optimize, select
 from iclopt.attribution import ATTRIBUTORS, Attribution, Attributor, Detail, LeaveOneOut, Shapley
 from iclopt.attribution.api import attribute
-from iclopt.bandits import OPTIMIZERS, Optimizer, RandomSearch
+from iclopt.bandits import (
+    EASE,
+    OPTIMIZERS,
+    GPBandit,
+    NeuralBandit,
+    Optimizer,
+    RandomSearch,
+    TPEBandit,
+)
 from iclopt.data import Example, Task, load_examples, load_task
 from iclopt.datasets import TASKS, get_task
 from iclopt.errors import (
@@ -33,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ATTRIBUTORS",
+    "EASE",
     "LLM",
     "LLMS",
     "METRICS",
@@ -48,18 +57,21 @@ __all__ = [
     "Evaluation",
     "Evaluator",
     "Example",
+    "GPBandit",
     "HFModel",
     "IcloptError",
     "InputDataError",
     "LLMError",
     "LeaveOneOut",
     "MissingDependencyError",
+    "NeuralBandit",
     "OptimizationResult",
     "Optimizer",
     "Prompt",
     "RandomSearch",
     "ResultCache",
     "Shapley",
+    "TPEBandit",
     "Task",
     "Template",
     "UnknownNameError",
