@@ -112,9 +112,7 @@ def bench_task(
             rep = [p for p in prompts for _ in labels]
             # as the Evaluator scores labels: separator + label + what ends an answer
             conts = [
-                getattr(tmpl, "answer_separator", " ") + lab + getattr(tmpl, "answer_end", "\n\n")
-                for _ in prompts
-                for lab in labels
+                tmpl.answer_separator + lab + tmpl.answer_end for _ in prompts for lab in labels
             ]
 
             def run(rep=rep, conts=conts):

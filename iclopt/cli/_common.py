@@ -247,7 +247,7 @@ def describe(the_task: Any, llm: Any, scoring: ScoringMode) -> None:
         highlight=False,
         markup=False,
     )
-    if getattr(the_task, "overlap_removed", 0):
+    if the_task.overlap_removed:
         err.print(
             f"note: {the_task.overlap_removed} pool example(s) share their input with a "
             "validation/test query and were removed from the pool (--keep-overlap keeps them)",

@@ -678,13 +678,13 @@ def _smollm2_package_dir() -> Path:
     return path
 
 
-def _converted_smollm2(pkg: Path) -> Path:
+def _converted_smollm2(pkg: Path, digest: str) -> Path:
     """De-quantize the GGUF once into a float32 safetensors folder in the cache.
 
     Loading the GGUF takes about 20 s on 2 cores; the converted folder loads in < 1 s.
     """
     gguf = pkg / SMOLLM2_GGUF
-    stamp = file_digest(gguf)[:12]  # the content: a new release never reuses old weights
+    stamp = digest[:12]  # the content: a new release never reuses old weights
     target = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-{stamp}"
     if (target / "config.json").is_file():
         return target
@@ -721,7 +721,8 @@ def smollm2(**kwargs: Any) -> HFModel:
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     pkg = _smollm2_package_dir()
-    path = _converted_smollm2(pkg)
+    digest = file_digest(pkg / SMOLLM2_GGUF)
+    path = _converted_smollm2(pkg, digest)
     gguf = SMOLLM2_GGUF if path == pkg else None
-    kwargs.setdefault("revision", file_digest(pkg / SMOLLM2_GGUF)[:16])
+    kwargs.setdefault("revision", digest[:16])
     return HFModel(str(path), gguf_file=gguf, name="SmolLM2-135M-Instruct-Q4_1", **kwargs)
