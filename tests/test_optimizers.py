@@ -225,7 +225,7 @@ def test_optimize_records_diagnostics_in_the_trace(name, tmp_path):
     if name == "neural":
         rescored = [e for e in d["trace"] if e["source"] == "rescore"]
         assert rescored and all(isinstance(e["queries"], list) for e in rescored)
-        assert d["config"]["selection"]["rule"].startswith("best mean")
+        assert d["config"]["selection"]["rule"].startswith("successive halving")
         assert d["cost"]["evaluations"] == 8  # re-scoring is charged to the budget
     assert d["prompt"]["demos"] and d["config"]["optimizer"]["seed"] == 0
 
@@ -276,3 +276,45 @@ def test_library_code_leaves_the_global_torch_rng_alone():
     opt = OPTIMIZERS.get("neural")(k=3, seed=0, embedder=FakeEmbedder(), **FAST["neural"])
     drive(opt, get_task("sentiment"), 6)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_neural_rescoring_is_successive_halving_over_diverse_finalists():
+    """The last evaluations re-score diverse finalists on shared extra queries; halves."""
+    task = get_task("sentiment")
+    opt = OPTIMIZERS.get("neural")(
+        k=3, seed=1, embedder=FakeEmbedder(), n_init=6, steps=30, rescore=0.25
+    )
+    opt.setup(task, budget=40)
+    told = []
+    for _ in range(40):
+        t = opt.ask()
+        # a reward that depends on the ids; re-scores add a prompt-dependent shift
+        reward = sum(t.prompt.demos) / (3 * len(task.pool))
+        if t.queries is not None:
+            reward += 0.05 * (t.prompt.demos[0] % 5)
+        told.append((t, reward))
+        opt.tell(t, reward)
+    rounds: dict[int, list] = {}
+    for t, r in told:
+        if t.queries is not None:
+            rounds.setdefault(t.info["round"], []).append((t, r))
+    assert [len(rounds[r]) for r in sorted(rounds)] == [6, 3]
+    first = [t.prompt for t, _ in rounds[0]]
+    assert len(set(first)) == 6
+    for i, a in enumerate(first):  # diverse: at least two demonstrations apart
+        for b in first[:i]:
+            assert len(set(a.demos) ^ set(b.demos)) >= 4
+    used = {d for p in first for d in p.demos}
+    for ts in rounds.values():  # one shared chunk per round, disjoint from the finalists
+        assert len({t.queries for t, _ in ts}) == 1
+        assert not set(ts[0][0].queries) & used
+    # round 2 keeps the better half of round 1 by the mean over val + round-1 queries
+    n_val, m = len(task.val), len(rounds[0][0][0].queries)
+    after1 = {t.prompt: (opt.scores_[t.prompt] * n_val + r * m) / (n_val + m) for t, r in rounds[0]}
+    survivors = [t.prompt for t, _ in rounds[1]]
+    assert sorted(after1.values(), reverse=True)[:3] == sorted(
+        (after1[p] for p in survivors), reverse=True
+    )
+    best, why = opt.recommend()
+    assert best in survivors and why["queries"] == n_val + 2 * m
+    assert opt._combined(best)[0] == max(opt._combined(p)[0] for p in survivors)

@@ -76,13 +76,18 @@ class NeuralBandit(ModelBasedOptimizer):
     * **Candidates**: random tuples, the OT-closest of a larger random draw (EASE's filter)
       and local moves (replace one, swap two, change the instruction) around the best
       prompts so far.
-    * **Noise-aware final choice**: a 20-query validation score is noisy. The last
-      ``rescore`` fraction of the budget re-scores the ``n_rescore`` best prompts on extra
-      labelled queries: pool examples that are in none of those prompts (the same query
-      chunks for every prompt, so the comparison is paired). :meth:`recommend` returns
-      the prompt with the best mean over its validation AND extra queries. Every such
-      evaluation is charged to the budget and appears in the trace with source
-      ``rescore``.
+    * **Noise-aware final choice**: a 20-query validation score is noisy, and a search
+      that climbs it keeps the luckiest of many near-identical neighbours (the winner's
+      curse). The last ``rescore`` fraction of the budget goes to successive halving
+      (Karnin et al., ICML 2013) over ``n_rescore`` *diverse* finalists: the evaluated
+      prompts ranked by the ensemble's mean prediction (which pools each prompt's score
+      with its neighbours'), each finalist differing from every other one in at least two
+      demonstrations or in the instruction. Every round scores the survivors on one more
+      chunk of extra labelled queries (pool examples that are in none of the finalists;
+      the same chunk for every survivor, so the comparison is paired) and keeps the
+      better half. :meth:`recommend` returns the survivor with the best mean over its
+      validation AND extra queries. Every such evaluation is charged to the budget and
+      appears in the trace with source ``rescore``.
 
     Args:
         k: Demonstrations per prompt.
@@ -102,7 +107,7 @@ class NeuralBandit(ModelBasedOptimizer):
         n_incumbents: Best prompts whose neighbours are candidates.
         n_local: Local-move candidates per round (split over the incumbents).
         rescore: Fraction of the budget spent re-scoring at the end (0 disables it).
-        n_rescore: How many top prompts are re-scored.
+        n_rescore: Finalists entering the successive-halving re-scoring.
 
     Example:
         >>> from iclopt.datasets import get_task
@@ -134,7 +139,7 @@ class NeuralBandit(ModelBasedOptimizer):
         n_incumbents: int = 3,
         n_local: int = 300,
         rescore: float = 0.15,
-        n_rescore: int = 3,
+        n_rescore: int = 6,
     ) -> None:
         super().__init__(
             k=k, seed=seed, instructions=instructions, n_init=n_init, embedder=embedder
@@ -204,6 +209,8 @@ class NeuralBandit(ModelBasedOptimizer):
         self.n_rescore_evals_ = n_res
         self.rescored_: dict[Prompt, list[tuple[float, int]]] = {}
         self.rescore_plan_: list[tuple[Prompt, tuple[int, ...]]] | None = None
+        self.rescore_chunks_: list[tuple[int, ...]] = []
+        self.rescore_round_ = 0
         self.evaluations_ = 0
 
     def observe(self, prompt: Prompt, reward: float) -> None:
@@ -230,18 +237,23 @@ class NeuralBandit(ModelBasedOptimizer):
         return total / n, n
 
     def recommend(self) -> tuple[Prompt, dict[str, Any]]:
-        """The re-scored prompt with the best mean over all its queries.
+        """The re-scoring survivor with the best mean over all its queries.
 
-        Without re-scoring: the best validation score.
+        Survivors are the prompts scored on the most extra queries (those that stayed in
+        every halving round). Without re-scoring: the best validation score.
         """
         if not self.rescored_:
             return super().recommend()
         order = {p: i for i, (p, _) in enumerate(self.history_)}
-        cands = sorted(self.rescored_, key=lambda p: (-self._combined(p)[0], order[p]))
+        most = max(self._combined(p)[1] for p in self.rescored_)
+        cands = sorted(
+            self.rescored_,
+            key=lambda p: (self._combined(p)[1] < most, -self._combined(p)[0], order[p]),
+        )
         best = cands[0]
         mean, n = self._combined(best)
         return best, {
-            "rule": "best mean over validation + re-scoring queries",
+            "rule": "successive halving: best mean over validation + re-scoring queries",
             "val_score": self.scores_[best],
             "combined_score": mean,
             "queries": n,
@@ -250,26 +262,64 @@ class NeuralBandit(ModelBasedOptimizer):
                     **p.as_dict(),
                     "val_score": self.scores_[p],
                     "combined_score": self._combined(p)[0],
+                    "queries": self._combined(p)[1],
                 }
                 for p in cands
             ],
         }
 
+    def _finalists(self, m: int) -> list[Prompt]:
+        """Up to ``m`` diverse evaluated prompts, best ensemble mean first.
+
+        Each one differs from every earlier one in at least two demonstrations (as sets)
+        or in the instruction, so re-scoring compares alternatives, not one prompt's
+        neighbours.
+        """
+        prompts = [p for p, _ in self.history_]
+        self._fit()
+        mean = self._predict(self.features_(prompts)).mean(axis=0)
+        order = sorted(range(len(prompts)), key=lambda i: (-mean[i], -self.history_[i][1], i))
+        chosen: list[Prompt] = []
+        for i in order:
+            p = prompts[i]
+            if all(
+                p.instruction != q.instruction or len(set(p.demos) ^ set(q.demos)) >= 4
+                for q in chosen
+            ):
+                chosen.append(p)
+            if len(chosen) == m:
+                break
+        return chosen
+
     def _plan_rescoring(self) -> list[tuple[Prompt, tuple[int, ...]]]:
-        order = sorted(range(len(self.history_)), key=lambda i: (-self.history_[i][1], i))
-        m = min(int(self.n_rescore), len(order), self.n_rescore_evals_)
-        tops = [self.history_[i][0] for i in order[:m]]
+        """The first halving round: every finalist on the first chunk of extra queries."""
+        m = min(int(self.n_rescore), self.n_rescore_evals_)
+        tops = self._finalists(m)
         used = {d for p in tops for d in p.demos}
         free = np.array([i for i in range(len(self.task_.pool)) if i not in used], dtype=np.int64)
         free = free[self.rng_.permutation(len(free))]
-        size = max(1, min(len(self.task_.val), len(free)))
-        per = self.n_rescore_evals_ // max(1, m)
-        chunks = [tuple(int(x) for x in free[j * size : (j + 1) * size]) for j in range(per)]
-        chunks = [c for c in chunks if c]
-        if not chunks or not tops:
+        rounds = max(1, int(np.ceil(np.log2(max(2, len(tops))))))
+        size = max(1, min(len(self.task_.val), len(free) // rounds))
+        self.rescore_chunks_ = [
+            tuple(int(x) for x in free[j * size : (j + 1) * size]) for j in range(rounds)
+        ]
+        self.rescore_chunks_ = [c for c in self.rescore_chunks_ if c]
+        self.rescore_round_ = 0
+        if not self.rescore_chunks_ or not tops:
             return []
-        # round-robin: every prompt gets chunk 0, then chunk 1, ... (paired comparison)
-        return [(p, c) for c in chunks for p in tops]
+        return [(p, self.rescore_chunks_[0]) for p in tops]
+
+    def _next_round(self, left: int) -> list[tuple[Prompt, tuple[int, ...]]]:
+        """The better half of the last round's prompts on the next chunk (at most ``left``)."""
+        last = [p for p in self.rescored_ if len(self.rescored_[p]) == self.rescore_round_ + 1]
+        self.rescore_round_ += 1
+        keep = min(left, (len(last) + 1) // 2)
+        if keep < 2:
+            return []
+        chunk = self.rescore_chunks_[self.rescore_round_ % len(self.rescore_chunks_)]
+        order = {p: i for i, (p, _) in enumerate(self.history_)}
+        last.sort(key=lambda p: (-self._combined(p)[0], order[p]))
+        return [(p, chunk) for p in last[:keep]]
 
     # ------------------------------------------------------------------ ensemble
     def _fit(self) -> None:
@@ -316,12 +366,18 @@ class NeuralBandit(ModelBasedOptimizer):
         ):
             if self.rescore_plan_ is None:
                 self.rescore_plan_ = self._plan_rescoring()
+            elif not self.rescore_plan_:
+                self.rescore_plan_ = self._next_round(remaining)
             if self.rescore_plan_:
                 prompt, queries = self.rescore_plan_.pop(0)
                 return Trial(
                     prompt,
                     queries=queries,
-                    info={"source": "rescore", "val_score": self.scores_[prompt]},
+                    info={
+                        "source": "rescore",
+                        "val_score": self.scores_[prompt],
+                        "round": self.rescore_round_,
+                    },
                 )
         self._fit()
         cands = self._candidates(
