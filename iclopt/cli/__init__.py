@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from iclopt.cli import attribute, compare, optimize, select, show  # noqa: F401  (registers the commands)
+from iclopt.cli import attribute, compare, models, optimize, select, show  # noqa: F401  (registers the commands)
 from iclopt.cli._common import app, err
 
 __all__ = ["app", "main"]

@@ -97,7 +97,24 @@ O_METRIC = typer.Option(
 O_K = typer.Option(5, min=1, help="Number of demonstrations in the prompt.")
 O_MODEL = typer.Option(
     "smollm2",
-    help="LLM: 'smollm2' (embedded, offline), a local transformers model directory, a .gguf file, or hf:HUB_ID (online only).",
+    help="LLM: 'smollm2' (embedded, offline), a local transformers model directory, a .gguf file, hf:HUB_ID (online only), or openai:MODEL_NAME (a server with an OpenAI-compatible API; see --base-url).",
+)
+O_BASE_URL = typer.Option(
+    None,
+    help="API root of an OpenAI-compatible server for --model openai:NAME, e.g. http://127.0.0.1:8000/v1 (vLLM, TGI, llama.cpp, transformers serve). Default: $OPENAI_BASE_URL, else OpenAI.",
+)
+O_API_KEY_ENV = typer.Option(
+    "OPENAI_API_KEY",
+    help="NAME of the environment variable holding the API key for --model openai:NAME (the key itself is never an option, never saved).",
+)
+O_CONCURRENCY = typer.Option(8, min=1, help="Requests in flight at once for --model openai:NAME.")
+O_TIMEOUT = typer.Option(
+    60.0, min=0.001, help="Seconds before a request to the API is abandoned and retried."
+)
+O_MAX_RETRIES = typer.Option(
+    5,
+    min=0,
+    help="Retries per API request on 429/5xx, timeouts and dropped connections (exponential backoff with jitter, Retry-After honoured); then the run stops with an error.",
 )
 O_TEMPLATE = typer.Option(
     TemplateStyle.completion,
@@ -226,14 +243,36 @@ def build_task(
     return the_task
 
 
-def load_llm(model: str) -> Any:
-    from iclopt.llms import get_llm
+def load_llm(
+    model: str,
+    *,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    concurrency: int = 8,
+    timeout: float = 60.0,
+    max_retries: int = 5,
+) -> Any:
+    from iclopt.llms import OpenAIModel, get_llm
     from iclopt.llms.hf import HFModel
 
-    with err.status(f"loading {model} (the first run converts the embedded model, ~20 s) ..."):
-        llm = get_llm(model)
-        if isinstance(llm, HFModel):
-            llm.load()
+    if not model.startswith("openai:"):
+        if base_url is not None:
+            raise InputDataError(f"--base-url applies to --model openai:NAME, not {model!r}")
+        with err.status(f"loading {model} (the first run converts the embedded model, ~20 s) ..."):
+            llm = get_llm(model)
+            if isinstance(llm, HFModel):
+                llm.load()
+        return llm
+    llm = get_llm(
+        model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        timeout=timeout,
+        max_retries=max_retries,
+    )
+    if isinstance(llm, OpenAIModel):
+        llm.client()  # validates the options before any work
     return llm
 
 

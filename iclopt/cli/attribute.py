@@ -8,11 +8,15 @@ from typing import Any
 import typer
 
 from iclopt.cli._common import (
+    O_API_KEY_ENV,
+    O_BASE_URL,
     O_CACHE,
+    O_CONCURRENCY,
     O_DATA,
     O_INPUT_COL,
     O_KEEP_OVERLAP,
     O_LABELS,
+    O_MAX_RETRIES,
     O_METRIC,
     O_MODEL,
     O_NO_CACHE,
@@ -24,6 +28,7 @@ from iclopt.cli._common import (
     O_TASK,
     O_TEST,
     O_TEST_SIZE,
+    O_TIMEOUT,
     O_VAL,
     O_VAL_SIZE,
     InputDataError,
@@ -161,6 +166,11 @@ def attribute(
         None, min=1, help="loo/shapley: hard cap on prompt evaluations."
     ),
     model: str = O_MODEL,
+    base_url: str = O_BASE_URL,
+    api_key_env: str = O_API_KEY_ENV,
+    concurrency: int = O_CONCURRENCY,
+    timeout: float = O_TIMEOUT,
+    max_retries: int = O_MAX_RETRIES,
     template: TemplateStyle = typer.Option(
         None, help="'completion' or 'chat'; default the result's template, else completion."
     ),
@@ -256,7 +266,14 @@ def attribute(
         "max_permutations": permutations,
         "tolerance": tolerance,
     }
-    llm = load_llm(model)
+    llm = load_llm(
+        model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        timeout=timeout,
+        max_retries=max_retries,
+    )
     if res is not None and res.model and res.model != llm.identity:
         raise InputDataError(
             f"{result} was made with model {res.model!r}, not {llm.identity!r}; pass --model"

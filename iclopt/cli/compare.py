@@ -8,13 +8,17 @@ from typing import Any
 import typer
 
 from iclopt.cli._common import (
+    O_API_KEY_ENV,
+    O_BASE_URL,
     O_CACHE,
+    O_CONCURRENCY,
     O_DATA,
     O_INPUT_COL,
     O_K,
     O_KEEP_OVERLAP,
     O_LABELS,
     O_MAX_NEW_TOKENS,
+    O_MAX_RETRIES,
     O_METRIC,
     O_MODEL,
     O_NO_CACHE,
@@ -28,6 +32,7 @@ from iclopt.cli._common import (
     O_TEMPLATE,
     O_TEST,
     O_TEST_SIZE,
+    O_TIMEOUT,
     O_VAL,
     O_VAL_SIZE,
     InputDataError,
@@ -74,6 +79,11 @@ def compare(
         20, min=1, help="Validation evaluations for search methods (best-of-n)."
     ),
     model: str = O_MODEL,
+    base_url: str = O_BASE_URL,
+    api_key_env: str = O_API_KEY_ENV,
+    concurrency: int = O_CONCURRENCY,
+    timeout: float = O_TIMEOUT,
+    max_retries: int = O_MAX_RETRIES,
     embedder: str = typer.Option(
         None,
         help="sentence-transformers model name or folder for retrieval methods (default: the offline all-MiniLM-L6-v2).",
@@ -128,7 +138,14 @@ def compare(
         from iclopt.embedders import SentenceTransformerEmbedder
 
         emb = SentenceTransformerEmbedder(embedder).load()
-    llm = load_llm(model)
+    llm = load_llm(
+        model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        timeout=timeout,
+        max_retries=max_retries,
+    )
     describe(the_task, llm, scoring)
     with progress_bar(quiet) as progress:
         bar = progress.add_task("comparing", total=len(names) * seeds, note="")

@@ -9,13 +9,17 @@ import typer
 
 from iclopt.bandits import DEFAULT_METHOD
 from iclopt.cli._common import (
+    O_API_KEY_ENV,
+    O_BASE_URL,
     O_CACHE,
+    O_CONCURRENCY,
     O_DATA,
     O_INPUT_COL,
     O_K,
     O_KEEP_OVERLAP,
     O_LABELS,
     O_MAX_NEW_TOKENS,
+    O_MAX_RETRIES,
     O_METRIC,
     O_MODEL,
     O_NO_CACHE,
@@ -29,6 +33,7 @@ from iclopt.cli._common import (
     O_TEMPLATE,
     O_TEST,
     O_TEST_SIZE,
+    O_TIMEOUT,
     O_VAL,
     O_VAL_SIZE,
     InputDataError,
@@ -75,6 +80,11 @@ def optimize(
         help="Search method: neural, ease, gp, tpe or best-of-n (see `iclopt methods`).",
     ),
     model: str = O_MODEL,
+    base_url: str = O_BASE_URL,
+    api_key_env: str = O_API_KEY_ENV,
+    concurrency: int = O_CONCURRENCY,
+    timeout: float = O_TIMEOUT,
+    max_retries: int = O_MAX_RETRIES,
     seed: int = typer.Option(0, help="Seed of the search."),
     instruction: list[str] = typer.Option(
         None,
@@ -157,7 +167,14 @@ def optimize(
         cands = None
     if out_path is not None and out_path.is_dir():
         raise InputDataError(f"{out_path}: is a directory; --out needs a file path")
-    llm = load_llm(model)
+    llm = load_llm(
+        model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        timeout=timeout,
+        max_retries=max_retries,
+    )
     describe(the_task, llm, scoring)
     best = [float("-inf")]
     with progress_bar(quiet) as progress:

@@ -8,9 +8,10 @@ from typing import Any
 from iclopt.errors import InputDataError
 from iclopt.llms.base import LLM
 from iclopt.llms.hf import HFModel, smollm2
+from iclopt.llms.openai_compat import OpenAIModel
 from iclopt.registry import Registry
 
-__all__ = ["LLM", "LLMS", "HFModel", "get_llm", "smollm2"]
+__all__ = ["LLM", "LLMS", "HFModel", "OpenAIModel", "get_llm", "smollm2"]
 
 #: Named LLM factories. ``get_llm`` also accepts a local model directory or a hub id.
 LLMS: Registry[Any] = Registry("model")
@@ -22,8 +23,11 @@ def get_llm(model: str | LLM, **kwargs: Any) -> LLM:
 
     Args:
         model: ``"smollm2"`` (the embedded default), a directory holding a
-            ``transformers`` model, ``"hf:<hub id>"``, or an LLM instance.
-        **kwargs: Passed to the factory (e.g. ``batch_size``, ``prefix_cache``).
+            ``transformers`` model, ``"hf:<hub id>"``, ``"openai:<model name>"`` (a model
+            behind an OpenAI-compatible API; pass ``base_url``), or an LLM instance.
+        **kwargs: Passed to the factory (e.g. ``batch_size``, ``prefix_cache``; for
+            ``openai:``, the :class:`OpenAIModel` options ``base_url``, ``api_key_env``,
+            ``concurrency``, ``timeout``, ``max_retries``).
 
     Raises:
         UnknownNameError: An unknown name; the message lists the registered ones.
@@ -32,6 +36,8 @@ def get_llm(model: str | LLM, **kwargs: Any) -> LLM:
         return model
     if model in LLMS:
         return LLMS.get(model)(**kwargs)
+    if model.startswith("openai:"):
+        return OpenAIModel(model[len("openai:") :], **kwargs)
     if model.startswith("hf:"):
         return HFModel(model[3:], **kwargs)
     path = Path(model)

@@ -68,6 +68,22 @@ class LLM(ABC):
             ``n`` log-probabilities (natural log, summed over continuation tokens).
         """
 
+    def scores_logprobs(self, style: str = "completion") -> bool:
+        """Whether :meth:`score` works for prompts of this template style.
+
+        API backends whose server returns no log-probabilities answer ``False``; the
+        evaluator then classifies by greedy generation and the metric.
+        """
+        return True
+
+    def counters(self) -> dict[str, int]:
+        """Cumulative request statistics since creation (API backends), e.g. ``retries``.
+
+        A ``prompt_tokens`` entry (the server's ``usage``) replaces the
+        :meth:`count_tokens` estimate when the evaluator charges a call.
+        """
+        return {}
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token count of each text (used for budgets). Default: whitespace words."""
         return [len(t.split()) for t in texts]
