@@ -22,6 +22,7 @@ from iclopt.llms.hf import cache_dir
 from iclopt.prompts import Prompt, Template
 from iclopt.results import OptimizationResult
 from iclopt.search import TraceEntry, run_search
+from iclopt.study import describe_storage
 
 __all__ = ["ComparisonResult", "compare", "default_cache_path", "optimize", "select"]
 
@@ -58,6 +59,8 @@ def optimize(
     cache: str | os.PathLike[str] | ResultCache | bool = True,
     evaluate_test: bool = True,
     on_step: Callable[[TraceEntry, Evaluation], None] | None = None,
+    storage: str | None = None,
+    study: str | None = None,
 ) -> OptimizationResult:
     """Find the instruction and ordered demonstrations that make ``llm`` do ``task`` best.
 
@@ -90,6 +93,11 @@ def optimize(
             or ``False`` for none.
         evaluate_test: Score the best prompt on ``task.test``.
         on_step: Callback after each evaluation (progress reporting).
+        storage: An Optuna storage URL (``sqlite:///runs/study.db``,
+            ``postgresql://user@host/db``) to share the search with other workers started
+            the same way (see :mod:`iclopt.study`); ``budget`` is then the study's total
+            and the result covers every worker's evaluations.
+        study: The study name within ``storage`` (required with it).
 
     Returns:
         The best prompt (the optimizer's recommendation: the best validation score, or
@@ -138,6 +146,8 @@ def optimize(
             cls.check_dependencies(embedder)  # type: ignore[attr-defined]
     else:
         cls, model_based = type(method), isinstance(method, ModelBasedOptimizer)
+    if (storage is None) != (study is None):
+        raise InputDataError("a shared study needs both --storage URL and --study NAME")
     model = get_llm(llm)
     store = _result_cache(cache)
     search_budget = Budget(
@@ -171,9 +181,34 @@ def optimize(
         cache=store,
         budget=search_budget,
     )
+    shared = None
+    if storage is not None and study is not None:
+        from iclopt.study import SharedStudy, search_fingerprint
+
+        shared = SharedStudy(storage, study).open(
+            search_fingerprint(
+                task,
+                model=model.identity,
+                k=k,
+                method=method if isinstance(method, str) else type(method).__name__,
+                seed=seed,
+                instructions=candidates,
+                scoring=evaluator.scoring,
+                template=evaluator.template.as_dict(),
+                max_new_tokens=evaluator.max_new_tokens,
+            )
+        )
     start = time.perf_counter()
-    trace = run_search(optimizer, evaluator, search_budget, on_step=on_step)
+    trace = run_search(optimizer, evaluator, search_budget, on_step=on_step, study=shared)
     search_budget.spent.seconds = time.perf_counter() - start
+    if shared is not None:  # the cost of the whole study, every worker's
+        search_budget.spent = Cost(
+            evaluations=len(trace),
+            llm_calls=sum(e.llm_calls for e in trace),
+            prompt_tokens=sum(e.prompt_tokens for e in trace),
+            cache_hits=sum(e.cache_hits for e in trace),
+            seconds=search_budget.spent.seconds,
+        )
     if not trace:
         raise InputDataError("the budget did not allow a single evaluation")
     best_prompt, why = optimizer.recommend()
@@ -214,6 +249,9 @@ def optimize(
             "searched": candidates,
         },
         "selection": why,
+        "study": None
+        if shared is None
+        else {"storage": describe_storage(storage or ""), "name": study},
     }
     return OptimizationResult(
         best=best_prompt,

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iclopt.bandits.base import Optimizer, SearchSpaceExhausted, Trial
 from iclopt.errors import BudgetExhausted, InputDataError
 from iclopt.evaluation import Budget, Evaluation, Evaluator
 from iclopt.prompts import Prompt
 
-__all__ = ["TraceEntry", "run_search"]
+if TYPE_CHECKING:
+    from iclopt.study import SharedStudy, StudyTrial
+
+__all__ = ["TraceEntry", "run_search", "study_trace"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ def run_search(
     budget: Budget,
     *,
     on_step: Callable[[TraceEntry, Evaluation], None] | None = None,
+    study: SharedStudy | None = None,
 ) -> list[TraceEntry]:
     """Ask, evaluate and tell until the budget is spent or nothing new is left.
 
@@ -97,15 +101,24 @@ def run_search(
     keeps proposing trials that were already evaluated (those are never evaluated twice:
     their known score is told back instead).
 
+    With a shared ``study`` (:class:`~iclopt.study.SharedStudy`), this loop is one
+    worker of many: before each proposal the optimizer is told every trial the other
+    workers completed; each evaluation is reserved in the study first, so no prompt is
+    evaluated twice and ``budget.max_evaluations`` caps the study's total; a prompt
+    another worker is evaluating is skipped (its score is told once it arrives). At the
+    end the worker waits for the running trials and returns the study's whole trace.
+
     Args:
         optimizer: An optimizer; :meth:`~Optimizer.setup` is called here with the
             evaluation cap as its budget hint.
         evaluator: Scores prompts; its budget should be ``budget``.
-        budget: Stops the loop before any cap is exceeded.
-        on_step: Called after every evaluation (progress bars, checkpoints).
+        budget: Stops the loop before any cap is exceeded (with a study, the evaluation
+            cap is the study's total; LLM-call and token caps stay per worker).
+        on_step: Called after every evaluation of this worker (progress, checkpoints).
+        study: An open shared study, or ``None`` for a search of this process alone.
 
     Returns:
-        The trace, one entry per evaluation.
+        The trace, one entry per evaluation (with a study: every worker's, in order).
     """
     if (
         budget.max_evaluations is None
@@ -116,8 +129,13 @@ def run_search(
     optimizer.setup(evaluator.task, budget=budget.max_evaluations)
     trace: list[TraceEntry] = []
     done: dict[tuple[Prompt, tuple[int, ...] | None], float] = {}
+    told: set[int] = set()  # study trials whose score the optimizer knows
     repeats = 0
+    waits = 0
+    cap = budget.max_evaluations
     while not budget.exhausted:
+        if study is not None and _observe_study(optimizer, study.trials(), told, done, cap):
+            break  # the study's budget is taken
         start = time.perf_counter()
         try:
             trial: Trial = optimizer.ask()
@@ -137,14 +155,61 @@ def run_search(
                 break
             continue
         repeats = 0
+        trial_id: int | None = None
+        if study is not None:
+            reservation = study.reserve(
+                trial.prompt,
+                trial.queries,
+                budget=cap,
+                attrs={
+                    "pool_size": len(evaluator.task.pool),
+                    "info": _json_safe(dict(trial.info)),
+                    "optimizer_seconds": round(asked, 4),
+                },
+            )
+            if reservation.status == "full":
+                break
+            if reservation.status == "done" and reservation.value is not None:
+                done[trial.key] = reservation.value
+                optimizer.tell(trial, reservation.value)
+                continue
+            if reservation.status == "pending":  # another worker is on it
+                waits += 1
+                time.sleep(min(0.02 * waits, 1.0))
+                continue
+            waits = 0
+            trial_id = reservation.trial_id
         queries = None if trial.queries is None else [evaluator.task.pool[i] for i in trial.queries]
         start = time.perf_counter()
         try:
-            ev = evaluator.evaluate(trial.prompt, queries)
+            if study is not None and trial_id is not None:
+                with study.heartbeat(trial_id):
+                    ev = evaluator.evaluate(trial.prompt, queries)
+            else:
+                ev = evaluator.evaluate(trial.prompt, queries)
         except BudgetExhausted as exc:
+            if study is not None and trial_id is not None:
+                study.fail(trial_id, str(exc))
             logger.info("search stopped: %s", exc)
             break
+        except BaseException as exc:
+            if study is not None and trial_id is not None:
+                study.fail(trial_id, f"{type(exc).__name__}: {exc}")
+            raise
+        seconds = time.perf_counter() - start
         done[trial.key] = ev.score
+        if study is not None and trial_id is not None:
+            study.complete(
+                trial_id,
+                ev.score,
+                {
+                    "llm_calls": ev.cost.llm_calls,
+                    "prompt_tokens": ev.cost.prompt_tokens,
+                    "cache_hits": ev.cost.cache_hits,
+                    "seconds": round(seconds, 3),
+                },
+            )
+            told.add(trial_id)
         optimizer.tell(trial, ev.score)
         entry = TraceEntry(
             step=len(trace),
@@ -153,7 +218,7 @@ def run_search(
             llm_calls=ev.cost.llm_calls,
             prompt_tokens=ev.cost.prompt_tokens,
             cache_hits=ev.cost.cache_hits,
-            seconds=time.perf_counter() - start,
+            seconds=seconds,
             queries=trial.queries,
             info=dict(trial.info),
             optimizer_seconds=asked,
@@ -161,4 +226,51 @@ def run_search(
         trace.append(entry)
         if on_step is not None:
             on_step(entry, ev)
-    return trace
+    if study is None:
+        return trace
+    study.wait_idle()
+    trials = study.trials()
+    _observe_study(optimizer, trials, told, done, cap)
+    return study_trace(trials)
+
+
+def _observe_study(
+    optimizer: Optimizer,
+    trials: Sequence[StudyTrial],
+    told: set[int],
+    done: dict[tuple[Prompt, tuple[int, ...] | None], float],
+    cap: int | None,
+) -> bool:
+    """Tell the optimizer the trials completed since last time; whether the budget is taken."""
+    from iclopt.study import admitted
+
+    for t in trials:
+        if t.state == "complete" and t.value is not None and t.trial_id not in told:
+            told.add(t.trial_id)
+            done.setdefault(t.key, t.value)
+            optimizer.tell(Trial(t.prompt, t.queries, dict(t.attrs.get("info") or {})), t.value)
+    return cap is not None and len(admitted(trials, cap)) >= cap
+
+
+def study_trace(trials: Sequence[StudyTrial]) -> list[TraceEntry]:
+    """The completed trials of a shared study as a trace, in the order they were created."""
+    out: list[TraceEntry] = []
+    for t in trials:
+        if t.state != "complete" or t.value is None:
+            continue
+        a = t.attrs
+        out.append(
+            TraceEntry(
+                step=len(out),
+                prompt=t.prompt,
+                score=t.value,
+                llm_calls=int(a.get("llm_calls", 0)),
+                prompt_tokens=int(a.get("prompt_tokens", 0)),
+                cache_hits=int(a.get("cache_hits", 0)),
+                seconds=float(a.get("seconds", 0.0)),
+                queries=t.queries,
+                info={**dict(a.get("info") or {}), "worker": a.get("worker")},
+                optimizer_seconds=float(a.get("optimizer_seconds", 0.0)),
+            )
+        )
+    return out

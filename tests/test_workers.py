@@ -1,0 +1,174 @@
+"""Many workers on one study: Optuna storages on SQLite and on a real PostgreSQL.
+
+The accounting tests use the fake LLM (the model adds nothing to "no trial lost, none
+duplicated, the total equals the budget"); the workers are real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+from postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
+
+import iclopt
+from iclopt.bandits import OPTIMIZERS
+from iclopt.datasets import get_task
+from iclopt.errors import InputDataError
+from iclopt.prompts import Prompt
+from iclopt.study import SharedStudy, read_study
+from iclopt.testing import FakeEmbedder, FakeLLM
+
+FAST = {
+    "ease": {"steps": 30, "n_random": 200, "n_keep": 20, "n_init": 3},
+    "neural": {"steps": 30, "n_random": 200, "n_ot_draw": 200, "n_ot_keep": 20, "n_init": 3},
+    "gp": {"n_random": 200, "n_ot_draw": 200, "n_ot_keep": 20, "n_init": 3, "fit_maxiter": 20},
+    "tpe": {"n_init": 3},
+    "best-of-n": {},
+}
+
+
+def _method(name: str):
+    kw = dict(FAST[name])
+    if name not in ("best-of-n", "tpe"):
+        kw["embedder"] = FakeEmbedder(dim=32)
+    return OPTIMIZERS.get(name)(k=3, seed=0, **kw)
+
+
+def _run(storage: str, study: str, budget: int, method: str = "best-of-n"):
+    """One worker: the library call every worker makes, returning its view of the result."""
+    res = iclopt.optimize(
+        get_task("sentiment"),
+        llm=FakeLLM(),
+        k=3,
+        budget=budget,
+        method=_method(method),
+        seed=0,
+        cache=False,
+        evaluate_test=False,
+        storage=storage,
+        study=study,
+    )
+    return res.as_dict()
+
+
+def _check_study(storage: str, name: str, budget: int) -> list:
+    _, trials = read_study(storage, name)
+    complete = [t for t in trials if t.state == "complete"]
+    assert len(complete) == budget, Counter(t.state for t in trials)
+    assert not [t for t in trials if t.state == "running"]
+    keys = Counter(t.key for t in complete)
+    assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
+    return complete
+
+
+def _four_processes(storage: str, budget: int) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(4, mp_context=ctx) as pool:
+        futures = [pool.submit(_run, storage, "four", budget) for _ in range(4)]
+        results = [f.result(timeout=300) for f in futures]
+    complete = _check_study(storage, "four", budget)
+    workers = Counter(t.attrs["worker"] for t in complete)
+    assert len(workers) >= 2, workers  # the work was shared
+    # every worker returns the same result: the study's trace and its best prompt
+    first = results[0]
+    for r in results[1:]:
+        assert r["trace"] == first["trace"] and r["prompt"] == first["prompt"]
+    assert len(first["trace"]) == budget and first["cost"]["evaluations"] == budget
+    assert first["val_score"] == max(e["score"] for e in first["trace"])
+
+
+def test_four_worker_processes_on_sqlite(tmp_path):
+    _four_processes(f"sqlite:///{tmp_path / 'study.db'}", budget=40)
+
+
+def test_four_worker_processes_on_postgresql(postgres_url):  # noqa: F811
+    _four_processes(postgres_url, budget=40)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_optimizer_with_two_workers(name, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            _run(storage, name, 10, name)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    _check_study(storage, name, 10)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_one_worker_on_a_study_is_the_plain_search(name, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    plain = iclopt.optimize(
+        get_task("sentiment"),
+        llm=FakeLLM(),
+        k=3,
+        budget=8,
+        method=_method(name),
+        seed=0,
+        cache=False,
+        evaluate_test=False,
+    ).as_dict()
+    shared = _run(storage, "solo", 8, name)
+    strip = ("seconds", "optimizer_seconds", "info")
+    assert [{k: v for k, v in e.items() if k not in strip} for e in shared["trace"]] == [
+        {k: v for k, v in e.items() if k not in strip} for e in plain["trace"]
+    ]
+    assert shared["prompt"] == plain["prompt"] and shared["val_score"] == plain["val_score"]
+
+
+def test_a_crashed_workers_trial_is_failed_and_its_prompt_freed(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    _run(storage, "crash", 3)  # creates the study with its configuration
+    config, _ = read_study(storage, "crash")
+    crashed = SharedStudy(storage, "crash", grace_period=0.3).open(config)
+    # a worker that reserved a prompt and died (no heartbeat, never completed)
+    r = crashed.reserve(Prompt(None, (7, 8, 9)), None, budget=4, attrs={"pool_size": 50})
+    assert r.status == "admitted"
+    assert crashed.reserve(Prompt(None, (7, 8, 9)), None, budget=4, attrs={"pool_size": 50}) == (
+        type(r)("pending")
+    )
+    import time
+
+    time.sleep(0.5)
+    survivor = SharedStudy(storage, "crash", grace_period=0.3).open(config)
+    states = Counter(t.state for t in survivor.trials())
+    assert states["failed"] == 1 and states["running"] == 0
+    again = survivor.reserve(Prompt(None, (7, 8, 9)), None, budget=4, attrs={"pool_size": 50})
+    assert again.status == "admitted"  # the slot and the prompt are free again
+    survivor.complete(again.trial_id, 0.5, {})
+    assert survivor.reserve(Prompt(None, (1, 2, 3)), None, budget=4, attrs={"pool_size": 50}) == (
+        type(r)("full")
+    )
+
+
+def test_a_study_of_another_search_is_refused(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    _run(storage, "s", 2)
+    with pytest.raises(InputDataError, match="belongs to another search: its k is 3"):
+        iclopt.optimize(
+            get_task("sentiment"),
+            llm=FakeLLM(),
+            k=2,
+            budget=2,
+            cache=False,
+            storage=storage,
+            study="s",
+        )
+    with pytest.raises(InputDataError, match="needs both"):
+        iclopt.optimize(get_task("sentiment"), llm=FakeLLM(), k=2, budget=2, storage=storage)
+    assert json.dumps(read_study(storage, "s")[0])
