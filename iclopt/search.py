@@ -163,6 +163,9 @@ def run_search(
                 budget=cap,
                 attrs={
                     "pool_size": len(evaluator.task.pool),
+                    "demo_examples": [
+                        _example_dict(evaluator.task.pool[i]) for i in trial.prompt.demos
+                    ],
                     "info": _json_safe(dict(trial.info)),
                     "optimizer_seconds": round(asked, 4),
                 },
@@ -232,6 +235,11 @@ def run_search(
     trials = study.trials()
     _observe_study(optimizer, trials, told, done, cap)
     return study_trace(trials)
+
+
+def _example_dict(ex: Any) -> dict[str, Any]:
+    out = ex.output if isinstance(ex.output, str) else list(ex.output)
+    return {"id": ex.id, "input": ex.input, "output": out}
 
 
 def _observe_study(

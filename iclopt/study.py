@@ -55,6 +55,7 @@ __all__ = [
     "SharedStudy",
     "StudyTrial",
     "admitted",
+    "check_storage",
     "describe_storage",
     "read_study",
     "search_fingerprint",
@@ -167,6 +168,18 @@ def _open_storage(url: str) -> Any:
         ) from None
     except ValueError as exc:
         raise InputDataError(f"--storage {describe_storage(url)}: {exc}") from None
+
+
+def check_storage(url: str) -> None:
+    """Connect to a study storage (creating its tables), so a bad URL fails early.
+
+    Raises:
+        InputDataError: Not a database URL, or the database cannot be reached.
+        MissingDependencyError: optuna or the database driver is not installed.
+    """
+    storage = _open_storage(url)
+    storage.remove_session()
+    storage.engine.dispose()
 
 
 def _retry(fn: Callable[[], T], *, what: str) -> T:

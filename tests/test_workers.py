@@ -172,3 +172,26 @@ def test_a_study_of_another_search_is_refused(tmp_path):
     with pytest.raises(InputDataError, match="needs both"):
         iclopt.optimize(get_task("sentiment"), llm=FakeLLM(), k=2, budget=2, storage=storage)
     assert json.dumps(read_study(storage, "s")[0])
+
+
+def test_show_reports_the_incumbent_of_a_study(tmp_path):
+    from typer.testing import CliRunner
+
+    from iclopt.cli import app
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    res = _run(storage, "shown", 6)
+    runner = CliRunner()
+    got = runner.invoke(app, ["show", "--storage", storage, "--study", "shown"])
+    assert got.exit_code == 0, got.output
+    assert "6 evaluations done" in got.stdout and "running" in got.stdout
+    assert f"val score {res['val_score']:.3f}" in got.stdout
+    first = res["prompt"]["demos"][0]["input"]
+    assert first[:30] in got.stdout.replace("\n", " ") or first.split()[0] in got.stdout
+    query = runner.invoke(
+        app, ["show", "--storage", storage, "--study", "shown", "--query", "Superb."]
+    )
+    assert query.exit_code == 0 and query.stdout.rstrip().endswith("Input: Superb.\nOutput:")
+    assert first in query.stdout
+    missing = runner.invoke(app, ["show", "--storage", storage, "--study", "nope"])
+    assert missing.exit_code == 2 and "no such study" in missing.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from iclopt.cli._common import (
     O_TIMEOUT,
     O_VAL,
     O_VAL_SIZE,
+    IcloptError,
     InputDataError,
     ScoringMode,
     TemplateStyle,
@@ -123,12 +127,23 @@ def optimize(
         None, "--out", help="Write the JSON result (prompt, scores, cost, trace, config) here."
     ),
     quiet: bool = O_QUIET,
+    storage: str = typer.Option(
+        None,
+        help="Share the search with other workers through this Optuna storage: sqlite:///runs/study.db on one machine, postgresql://USER@HOST/DB across machines. Start every worker with the same command; --budget is the study's total.",
+    ),
+    study: str = typer.Option(None, help="Name of the shared study in --storage."),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        help="Local worker processes on one study, 1 torch thread each (without --storage: a temporary SQLite study).",
+    ),
 ) -> None:
     """Search the best instruction + ordered exemplars for a task and report its scores.
 
     Give the task as --task NAME, as --pool, --val and --test files, or as one --data file.
+    Run it again with the same arguments after a crash: paid evaluations come from the
+    result cache (or, with --storage, from the study).
     """
-    from iclopt.api import optimize as run_optimize
     from iclopt.bandits import OPTIMIZERS
     from iclopt.bandits.model_based import ModelBasedOptimizer
     from iclopt.instructions import dedupe_instructions
@@ -167,54 +182,137 @@ def optimize(
         cands = None
     if out_path is not None and out_path.is_dir():
         raise InputDataError(f"{out_path}: is a directory; --out needs a file path")
-    llm = load_llm(
-        model,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        concurrency=concurrency,
-        timeout=timeout,
-        max_retries=max_retries,
-    )
-    describe(the_task, llm, scoring)
-    best = [float("-inf")]
-    with progress_bar(quiet) as progress:
-        bar = progress.add_task("searching", total=budget, note="")
+    if (storage is None) != (study is None) and not (workers > 1 and storage is None):
+        raise InputDataError("a shared study needs both --storage URL and --study NAME")
+    with ExitStack() as stack:
+        if workers > 1 and storage is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="iclopt-study-"))
+            storage, study = f"sqlite:///{Path(folder) / 'study.db'}", "iclopt"
+        if storage is not None:
+            from iclopt.study import check_storage
 
-        def on_step(entry: Any, ev: Any) -> None:
-            if entry.on_val:
-                best[0] = max(best[0], entry.score)
-            src = entry.info.get("source") or ""
-            progress.update(bar, advance=1, note=f"best val {best[0]:.3f} ({src})")
-
-        result = run_optimize(
+            check_storage(storage)
+        _search(
             the_task,
-            llm=llm,
-            k=k,
+            spawn=workers - 1,
+            storage=storage,
+            study=study,
+            out_path=out_path,
+            quiet=quiet,
             budget=budget,
-            method=method,
-            seed=seed,
-            instructions=cands,
-            generate_instructions=generate_instructions,
-            n_init=n_init,
-            embedder=embedder,
-            template=Template(style=template.value),
-            scoring=scoring.value,
-            max_new_tokens=max_new_tokens,
-            max_llm_calls=max_llm_calls,
-            max_prompt_tokens=max_prompt_tokens,
-            cache=cache_arg(cache, no_cache),
-            on_step=on_step,
+            scoring=scoring,
+            model=model,
+            llm_options={
+                "base_url": base_url,
+                "api_key_env": api_key_env,
+                "concurrency": concurrency,
+                "timeout": timeout,
+                "max_retries": max_retries,
+            },
+            search={
+                "k": k,
+                "budget": budget,
+                "method": method,
+                "seed": seed,
+                "instructions": cands,
+                "generate_instructions": generate_instructions,
+                "n_init": n_init,
+                "embedder": embedder,
+                "template": Template(style=template.value),
+                "scoring": scoring.value,
+                "max_new_tokens": max_new_tokens,
+                "max_llm_calls": max_llm_calls,
+                "max_prompt_tokens": max_prompt_tokens,
+                "cache": cache_arg(cache, no_cache),
+            },
+            task_source={
+                "task": task,
+                "pool": pool,
+                "val": val,
+                "test": test,
+                "data": data,
+                "input_col": input_col,
+                "output_col": output_col,
+                "split_seed": split_seed,
+            },
         )
-    result.config["task_source"] = {
-        "task": task,
-        "pool": pool,
-        "val": val,
-        "test": test,
-        "data": data,
-        "input_col": input_col,
-        "output_col": output_col,
-        "split_seed": split_seed,
-    }
+
+
+def _worker(
+    the_task: Any, model: str, llm_options: dict[str, Any], search: dict[str, Any], study: Any
+) -> int:
+    """One spawned worker process: 1 torch thread, its own LLM, the shared study."""
+    import torch
+
+    from iclopt.api import optimize as run_optimize
+
+    torch.set_num_threads(1)
+    quiet_libraries()
+    llm = load_llm(model, **llm_options)
+    result = run_optimize(the_task, llm=llm, evaluate_test=False, **search, **study)
+    return len(result.trace)
+
+
+def _search(
+    the_task: Any,
+    *,
+    spawn: int,
+    storage: str | None,
+    study: str | None,
+    out_path: Path | None,
+    quiet: bool,
+    budget: int,
+    scoring: ScoringMode,
+    model: str,
+    llm_options: dict[str, Any],
+    search: dict[str, Any],
+    task_source: dict[str, Any],
+) -> None:
+    """Run the search here (and in ``spawn`` more local worker processes), then report."""
+    from iclopt.api import optimize as run_optimize
+
+    shared: dict[str, Any] = {"storage": storage, "study": study} if storage is not None else {}
+    with ExitStack() as stack:
+        futures = []
+        if spawn:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            import torch
+
+            torch.set_num_threads(1)
+            os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+            pool = stack.enter_context(
+                ProcessPoolExecutor(spawn, mp_context=multiprocessing.get_context("spawn"))
+            )
+            futures = [
+                pool.submit(_worker, the_task, model, llm_options, search, shared)
+                for _ in range(spawn)
+            ]
+            err.print(
+                f"started {spawn} more worker process(es) on study {study!r}",
+                highlight=False,
+                markup=False,
+            )
+        llm = load_llm(model, **llm_options)
+        describe(the_task, llm, scoring)
+        best = [float("-inf")]
+        with progress_bar(quiet) as progress:
+            bar = progress.add_task("searching", total=budget, note="")
+
+            def on_step(entry: Any, ev: Any) -> None:
+                if entry.on_val:
+                    best[0] = max(best[0], entry.score)
+                src = entry.info.get("source") or ""
+                progress.update(bar, advance=1, note=f"best val {best[0]:.3f} ({src})")
+
+            result = run_optimize(the_task, llm=llm, on_step=on_step, **search, **shared)
+        for i, f in enumerate(futures, start=2):
+            try:
+                f.result()
+            except IcloptError as exc:
+                err.print(f"warning: worker {i} failed: {exc}", highlight=False, markup=False)
+    result.config["task_source"] = task_source
     print_result(result)
     if out_path is not None:
         result.save(out_path)
