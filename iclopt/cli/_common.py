@@ -278,6 +278,7 @@ def load_llm(
 
 def describe(the_task: Any, llm: Any, scoring: ScoringMode) -> None:
     labels = scoring == ScoringMode.labels or (scoring == ScoringMode.auto and the_task.labels)
+    labels = labels and llm.scores_logprobs()  # an API server may return no log-probabilities
     metric = the_task.metric if isinstance(the_task.metric, str) else "custom"
     err.print(
         f"task {the_task.name}: pool {len(the_task.pool)}, val {len(the_task.val)}, "

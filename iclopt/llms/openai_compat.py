@@ -417,13 +417,14 @@ def _continuation_logprob(
 ) -> float:
     """Sum the log-probabilities of the tokens covering characters ``start..end``.
 
-    A token belongs to the continuation when it ends after ``start`` (its end is the next
-    token's offset) and begins before ``end`` (the one generated token is excluded).
+    A token belongs to the continuation when it begins before ``end`` (the one generated
+    token is excluded) and either begins at or after ``start`` or straddles it (a token
+    the server merged across the boundary; its end is the next token's offset).
     """
     total, found = 0.0, False
     for i, (off, lp) in enumerate(zip(offsets, logprobs)):
-        nxt = offsets[i + 1] if i + 1 < len(offsets) else end
-        if nxt > start and off < end:
+        straddles = i + 1 < len(offsets) and off < start < offsets[i + 1]
+        if off < end and (off >= start or straddles):
             if lp is None:
                 raise LLMError("the server returned no log-probability for a continuation token")
             total += float(lp)
