@@ -23,6 +23,8 @@ that order:
   first one is written with the trial, in the same transaction). A trial whose heartbeat
   is older than ``grace_period`` is failed by whichever worker notices, which frees its
   budget slot and its prompt. Worker clocks must agree to well within the grace period.
+  A trial of a process of the same machine that no longer exists is failed at once, so
+  a worker killed and started again on one machine does not wait for the grace period.
 
 Example:
     >>> study = SharedStudy("sqlite:///runs/search.db", "sentiment-k5")  # doctest: +SKIP
@@ -248,6 +250,20 @@ def _from_frozen(t: Any) -> StudyTrial | None:
     )
 
 
+def _dead_local_worker(worker: str) -> bool:
+    """Whether ``worker`` ("host:pid") is a process of this machine that no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
 def admitted(trials: Sequence[StudyTrial], budget: int | None) -> list[StudyTrial]:
     """The live trials that hold a budget slot, by the rule every worker applies.
 
@@ -390,7 +406,8 @@ class SharedStudy:
             self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
         ):
             beat = t.system_attrs.get(_HEARTBEAT_ATTR)
-            if beat is None or now - float(beat) <= self.grace_period:
+            dead = _dead_local_worker(str(t.user_attrs.get("worker", "")))
+            if not dead and (beat is None or now - float(beat) <= self.grace_period):
                 continue
             try:
                 _retry(
@@ -401,11 +418,10 @@ class SharedStudy:
                 )
                 n += 1
                 logger.warning(
-                    "trial %d of worker %s sent no heartbeat for %.0f s: failed, its prompt "
-                    "is free again",
+                    "trial %d of worker %s %s: failed, its prompt is free again",
                     t.number,
                     t.user_attrs.get("worker"),
-                    now - float(beat),
+                    "is no longer running" if dead else "sent no heartbeat in time",
                 )
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another worker failed (or its owner finished) it first
