@@ -203,6 +203,7 @@ def test_optimize_over_the_server_finds_the_local_models_best_prompt(data, tmp_p
     assert b["prompt"] == a["prompt"]
     assert (b["val_score"], b["test_score"]) == (a["val_score"], a["test_score"])
     assert b["config"]["scoring"] == "generate" and b["cost"]["retries"] == 0
+    assert b["cost"]["prompt_tokens"] == a["cost"]["prompt_tokens"]  # the server's usage
     # auto scoring: the server has no logprobs, so greedy generation, and the artifact says so
     auto = _optimize(data, tmp_path / "auto.json", tmp_path / "s.sqlite", *_served(server))
     assert auto.exit_code == 0, auto.output
