@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx2
 
@@ -215,3 +216,83 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
         self._client.close()
+
+
+class LogprobServer:
+    """A loopback ``/v1/completions`` that returns ``echo`` + ``logprobs`` as vLLM does.
+
+    ``transformers serve`` returns no log-probabilities, so this small server answers
+    from a real local model (an :class:`~iclopt.llms.HFModel`): one forward pass over the
+    prompt, the log-probability of each prompt token, and one greedy generated token.
+    """
+
+    def __init__(self, llm: Any) -> None:
+        import torch
+
+        self.llm = llm
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+                out = json.dumps(server.answer(body["prompt"], body["model"], torch)).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def answer(self, prompt: str, model: str, torch: Any) -> dict[str, Any]:
+        tok = self.llm.tokenizer
+        enc = tok(prompt, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        with self._lock, torch.inference_mode():
+            logits = self.llm.hf_model(input_ids=torch.tensor([ids])).logits[0]
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        lps: list[float | None] = [None] + [float(logp[i - 1, ids[i]]) for i in range(1, len(ids))]
+        nxt = int(logp[-1].argmax())
+        gen = tok.decode([nxt])
+        return {
+            "id": "cmpl-test",
+            "object": "text_completion",
+            "created": 0,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": prompt + gen,
+                    "finish_reason": "length",
+                    "logprobs": {
+                        "tokens": [tok.decode([i]) for i in ids] + [gen],
+                        "token_logprobs": [*lps, float(logp[-1, nxt])],
+                        "text_offset": [int(s) for s, _ in enc["offset_mapping"]] + [len(prompt)],
+                        "top_logprobs": None,
+                    },
+                }
+            ],
+            "usage": {
+                "prompt_tokens": len(ids),
+                "completion_tokens": 1,
+                "total_tokens": len(ids) + 1,
+            },
+        }
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

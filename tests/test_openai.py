@@ -11,7 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import DROP, ERROR_500, FORWARD, RATE_LIMIT, SLOW, FaultProxy, TransformersServer
+from servers import (
+    DROP,
+    ERROR_500,
+    FORWARD,
+    RATE_LIMIT,
+    SLOW,
+    FaultProxy,
+    LogprobServer,
+    TransformersServer,
+)
 from typer.testing import CliRunner
 
 from iclopt.cli import app
@@ -306,3 +315,29 @@ def test_the_api_key_leaks_nowhere(data, tmp_path, server, proxy_factory):
         assert key.encode() not in p.read_bytes(), p
     for text in texts:
         assert key not in text
+
+
+# ---------------------------------------------------------------------- logprobs
+def test_label_scoring_uses_logprobs_when_the_server_returns_them(smol):
+    from iclopt.datasets import get_task
+    from iclopt.evaluation import Evaluator
+    from iclopt.prompts import Prompt
+
+    srv = LogprobServer(smol)
+    try:
+        llm = OpenAIModel("smollm2", base_url=srv.base_url, concurrency=2)
+        assert llm.scores_logprobs() is True
+        prompts = ["Review: Great fun.\nSentiment:", "Review: Dull.\nSentiment:"] * 2
+        conts = [" positive\n\n", " positive\n\n", " negative\n\n", " negative\n\n"]
+        assert llm.score(prompts, conts) == pytest.approx(smol.score(prompts, conts), abs=1e-3)
+        task = get_task("sentiment")
+        task.val = task.val[:6]
+        served = Evaluator(task, llm)  # auto: label likelihood, from the server's logprobs
+        assert served.scoring == "labels"
+        a = Evaluator(task, smol).evaluate(Prompt(None, (0, 1, 2)))
+        b = served.evaluate(Prompt(None, (0, 1, 2)))
+        assert [r["prediction"] for r in b.per_example] == [r["prediction"] for r in a.per_example]
+        for ra, rb in zip(a.per_example, b.per_example):
+            assert rb["label_logprobs"] == pytest.approx(ra["label_logprobs"], abs=1e-3)
+    finally:
+        srv.close()
