@@ -199,6 +199,10 @@ def _hf_records(source: str) -> list[dict[str, Any]]:
             builder = "parquet" if path.suffix == ".parquet" else "arrow"
             ds = datasets.load_dataset(builder, data_files=str(path), split="train")
     except FileNotFoundError:
+        if path.is_dir():
+            raise InputDataError(
+                f"{source}: is a directory, not a data file or a saved dataset"
+            ) from None
         raise InputDataError(f"{source}: dataset not found") from None
     except InputDataError:
         raise

@@ -111,6 +111,12 @@ class OptimizationResult:
         """
         try:
             d = json.loads(Path(path).read_text(encoding="utf-8"))
+            version = d.get("format_version", 1)
+            if not isinstance(version, int) or version > FORMAT_VERSION:
+                raise InputDataError(
+                    f"{path}: written by a newer iclopt (format version {version}; this one "
+                    f"reads up to {FORMAT_VERSION}); upgrade iclopt"
+                )
             demos = d["prompt"]["demos"]
             return cls(
                 best=Prompt(d["prompt"]["instruction"], tuple(x["pool_id"] for x in demos)),
@@ -134,8 +140,11 @@ class OptimizationResult:
             )
         except FileNotFoundError:
             raise InputDataError(f"{path}: file not found") from None
+        except IsADirectoryError:
+            raise InputDataError(f"{path}: is a directory, expected a result file") from None
         except (
             OSError,
+            AttributeError,
             UnicodeDecodeError,
             json.JSONDecodeError,
             KeyError,

@@ -92,7 +92,7 @@ def _short(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _check_url(url: str) -> None:
+def _check_url(url: str, *, create: bool = True) -> None:
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if ":" in url else ""
     if scheme not in _SCHEMES:
         raise InputDataError(
@@ -105,6 +105,8 @@ def _check_url(url: str) -> None:
             raise InputDataError(
                 f"--storage {url!r}: a shared study needs a file, e.g. sqlite:///runs/study.db"
             )
+        if not create and not Path(path).is_file():
+            raise InputDataError(f"--storage {url!r}: {path} does not exist")
         folder = Path(path).parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -129,9 +131,9 @@ def _check_url(url: str) -> None:
             raise InputDataError(f"--storage {url!r}: not an SQLite database ({exc})") from None
 
 
-def _open_storage(url: str) -> Any:
+def _open_storage(url: str, *, create: bool = True) -> Any:
     """An Optuna ``RDBStorage`` on ``url``; connection problems become one-line errors."""
-    _check_url(url)
+    _check_url(url, create=create)
     try:
         import optuna
         import sqlalchemy.exc
@@ -340,7 +342,7 @@ class SharedStudy:
 
         if not isinstance(self.name, str) or not self.name.strip():
             raise InputDataError("--study needs a non-empty name")
-        self._storage = _open_storage(self.storage_url)
+        self._storage = _open_storage(self.storage_url, create=create)
         where = f"study {self.name!r} in {describe_storage(self.storage_url)}"
         try:
             if create:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -13,10 +14,42 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from iclopt.errors import IcloptError, InputDataError
 
+# typer bundles its own click; its usage-error class is the base of the public BadParameter
+_UsageError: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _UsageErrorLine(_UsageError):  # type: ignore[misc]
+    """A usage error shown as one line (click shows the usage, a hint and the error)."""
+
+    def show(self, file: Any = None) -> None:
+        err.print(Text.assemble(("error: ", "bold red"), self.format_message()), soft_wrap=True)
+
+
+class _OneLineGroup(TyperGroup):
+    """The command group, with usage errors on one line.
+
+    A bad option value or a missing option of a command is one line on stderr with exit
+    code 2, like every other input error.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _UsageError as exc:
+            if isinstance(exc, _UsageErrorLine) or type(exc).__name__ == "NoArgsIsHelpError":
+                raise
+            where = exc.ctx.command_path if exc.ctx is not None else "iclopt"
+            raise _UsageErrorLine(
+                f"{exc.format_message()} (see `{where} --help`)", exc.ctx
+            ) from None
+
+
 app = typer.Typer(
+    cls=_OneLineGroup,
     name="iclopt",
     help=(
         "Find the instruction and ORDERED few-shot exemplars that make an LLM do a task "
@@ -241,6 +274,32 @@ def build_task(
     if k > len(the_task.pool):
         raise InputDataError(f"--k {k} is larger than the pool ({len(the_task.pool)} examples)")
     return the_task
+
+
+def check_out_path(path: Path | None) -> None:
+    """Fail now, not after the search, when ``path`` cannot be written; leave nothing."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputDataError(f"{path}: is a directory; --out needs a file path")
+    made: list[Path] = []
+    folder = path.parent
+    try:
+        missing = [p for p in [folder, *folder.parents] if not p.exists()]
+        for p in reversed(missing):
+            p.mkdir()
+            made.append(p)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot write ({exc.strerror})") from None
+    finally:
+        for p in reversed(made):
+            try:
+                p.rmdir()
+            except OSError:
+                pass
 
 
 def load_llm(

@@ -46,6 +46,7 @@ from iclopt.cli._common import (
     app,
     build_task,
     cache_arg,
+    check_out_path,
     describe,
     err,
     load_llm,
@@ -180,8 +181,7 @@ def optimize(
             raise InputDataError("the instruction list is empty after de-duplication")
     else:
         cands = None
-    if out_path is not None and out_path.is_dir():
-        raise InputDataError(f"{out_path}: is a directory; --out needs a file path")
+    check_out_path(out_path)
     if (storage is None) != (study is None) and not (workers > 1 and storage is None):
         raise InputDataError("a shared study needs both --storage URL and --study NAME")
     with ExitStack() as stack:

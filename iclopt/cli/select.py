@@ -39,6 +39,7 @@ from iclopt.cli._common import (
     app,
     build_task,
     cache_arg,
+    check_out_path,
     demo_table,
     err,
     load_llm,
@@ -98,6 +99,7 @@ def select(
 
     quiet_libraries()
     cls = SELECTORS.get(method)
+    check_out_path(out_path)
     if cls.per_query and query is None:
         raise InputDataError(
             f"method {method!r} picks demonstrations per query and cannot give one fixed "
