@@ -7,6 +7,7 @@ returns no log-probabilities). Checks that every concurrency gives the same answ
 
     python experiments/openai_throughput.py --concurrency 1 4 16 --evaluations 4
     python experiments/openai_throughput.py --concurrency 1 4 16 --continuous-batching
+    python experiments/openai_throughput.py --local   # the same work in-process, for scale
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="server torch threads")
     ap.add_argument("--continuous-batching", action="store_true")
+    ap.add_argument("--local", action="store_true", help="in-process smollm2 instead")
     ap.add_argument("--out", type=Path, default=Path("runs/openai_throughput.json"))
     args = ap.parse_args()
 
@@ -79,6 +81,26 @@ def main() -> None:
         Prompt(None, tuple(rng.sample(range(len(task.pool)), args.k)))
         for _ in range(args.evaluations)
     ]
+    if args.local:
+        from iclopt.llms import smollm2
+
+        ev = Evaluator(
+            task, smollm2(num_threads=args.threads), scoring="generate", max_new_tokens=3
+        )
+        start = time.perf_counter()
+        evals = [ev.evaluate(p) for p in prompts]
+        seconds = time.perf_counter() - start
+        print(
+            json.dumps(
+                {
+                    "backend": "smollm2 in-process (prefix-KV)",
+                    "evaluations_per_s": round(len(prompts) / seconds, 3),
+                    "seconds": round(seconds, 2),
+                    "mean_score": round(sum(e.score for e in evals) / len(evals), 3),
+                }
+            )
+        )
+        return
     work = Path(tempfile.mkdtemp(prefix="iclopt-throughput-"))
     port = free_port()
     try:

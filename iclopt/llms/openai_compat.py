@@ -283,6 +283,8 @@ class OpenAIModel(LLM):
             )
         else:
             response = self.client().completions.create(model=self.model, prompt=prompt, **params)
+        if not getattr(response, "choices", None):
+            raise LLMError(f"{self.url} (model {self.model!r}) answered without any choice")
         self._usage(response, prompt)
         return response
 
