@@ -156,7 +156,7 @@ def _open_storage(url: str, *, create: bool = True) -> Any:
                 return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect_args})
             except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
                 # workers starting together race to create the tables: wait and look again
-                racing = ("already exists", "duplicate", "locked", "deadlock")
+                racing = ("already exists", "duplicate", "unique", "locked", "deadlock")
                 if attempt == 9 or not any(w in str(e).lower() for w in racing):
                     raise
                 time.sleep(0.1 + 0.1 * attempt)
