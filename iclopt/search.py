@@ -134,8 +134,11 @@ def run_search(
     waits = 0
     cap = budget.max_evaluations
     while not budget.exhausted:
-        if study is not None and _observe_study(optimizer, study.trials(), told, done, cap):
-            break  # the study's budget is taken
+        known = None
+        if study is not None:
+            known = study.trials()
+            if _observe_study(optimizer, known, told, done, cap):
+                break  # the study's budget is taken
         start = time.perf_counter()
         try:
             trial: Trial = optimizer.ask()
@@ -169,6 +172,7 @@ def run_search(
                     "info": _json_safe(dict(trial.info)),
                     "optimizer_seconds": round(asked, 4),
                 },
+                known=known,
             )
             if reservation.status == "full":
                 break
@@ -210,6 +214,7 @@ def run_search(
                     "prompt_tokens": ev.cost.prompt_tokens,
                     "cache_hits": ev.cost.cache_hits,
                     "seconds": round(seconds, 3),
+                    "retries": ev.cost.retries,
                 },
             )
             told.add(trial_id)
@@ -267,15 +272,16 @@ def study_trace(trials: Sequence[StudyTrial]) -> list[TraceEntry]:
         if t.state != "complete" or t.value is None:
             continue
         a = t.attrs
+        cost = dict(a.get("cost") or {})
         out.append(
             TraceEntry(
                 step=len(out),
                 prompt=t.prompt,
                 score=t.value,
-                llm_calls=int(a.get("llm_calls", 0)),
-                prompt_tokens=int(a.get("prompt_tokens", 0)),
-                cache_hits=int(a.get("cache_hits", 0)),
-                seconds=float(a.get("seconds", 0.0)),
+                llm_calls=int(cost.get("llm_calls", 0)),
+                prompt_tokens=int(cost.get("prompt_tokens", 0)),
+                cache_hits=int(cost.get("cache_hits", 0)),
+                seconds=float(cost.get("seconds", 0.0)),
                 queries=t.queries,
                 info={**dict(a.get("info") or {}), "worker": a.get("worker")},
                 optimizer_seconds=float(a.get("optimizer_seconds", 0.0)),

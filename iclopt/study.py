@@ -2,7 +2,8 @@
 
 Every evaluation is an Optuna trial of one study: the demonstrations are its parameters
 (``demo_0``, ``demo_1``, ... over the pool ids), the validation score its value, the
-instruction, the query set, the optimizer's diagnostics and the cost its user attributes.
+instruction, the query set, the optimizer's diagnostics, the worker and the demonstration
+texts its user attribute ``iclopt``, and the cost its user attribute ``cost``.
 Workers started with the same command anywhere share the study; none of them coordinates
 the others. Optuna creates trials in a transaction that locks the study row, so trial
 numbers follow the order in which trials were committed; iclopt builds its guarantees on
@@ -74,6 +75,8 @@ GRACE_PERIOD = 60.0
 #: Study user attribute holding what the search is (task, model, k, method, ...).
 CONFIG_ATTR = "iclopt_config"
 _HEARTBEAT_ATTR = "iclopt:heartbeat"
+#: Trial user attribute with the prompt, its query set, diagnostics and worker.
+_TRIAL_ATTR = "iclopt"
 _SCHEMES = ("sqlite", "postgresql", "mysql")
 
 
@@ -153,7 +156,12 @@ def _open_storage(url: str, *, create: bool = True) -> Any:
     try:
         for attempt in range(10):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect_args})
+                storage = optuna.storages.RDBStorage(
+                    url, engine_kwargs={"connect_args": connect_args}
+                )
+                if scheme.startswith("sqlite"):
+                    _sqlite_pragmas(storage.engine)
+                return storage
             except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
                 # workers starting together race to create the tables: wait and look again
                 racing = ("already exists", "duplicate", "unique", "locked", "deadlock")
@@ -172,6 +180,21 @@ def _open_storage(url: str, *, create: bool = True) -> Any:
         ) from None
     except ValueError as exc:
         raise InputDataError(f"--storage {describe_storage(url)}: {exc}") from None
+
+
+def _sqlite_pragmas(engine: Any) -> None:
+    """Every SQLite connection: WAL with synchronous=NORMAL.
+
+    A commit survives a killed process (only a power cut may undo the last ones), without
+    an fsync per commit.
+    """
+    import sqlalchemy
+
+    def on_connect(conn: Any, _record: Any) -> None:
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # the connection made while creating the tables lacks it
 
 
 def check_storage(url: str) -> None:
@@ -235,7 +258,8 @@ class StudyTrial:
 
 
 def _from_frozen(t: Any) -> StudyTrial | None:
-    attrs = dict(t.user_attrs)
+    attrs = {k: v for k, v in t.user_attrs.items() if k != _TRIAL_ATTR}
+    attrs.update(t.user_attrs.get(_TRIAL_ATTR) or {})
     if "demos" not in attrs:  # not written by iclopt
         return None
     queries = attrs.get("queries")
@@ -323,7 +347,9 @@ class SharedStudy:
         self.grace_period = grace_period
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._storage: Any = None
+        self._study: Any = None
         self._study_id: int | None = None
+        self._checked_stale = float("-inf")
 
     # ------------------------------------------------------------------ opening
     def open(self, config: dict[str, Any], *, create: bool = True) -> SharedStudy:
@@ -358,6 +384,7 @@ class SharedStudy:
             raise InputDataError(f"{where}: no such study") from None
         except ValueError as exc:  # e.g. a study of another direction
             raise InputDataError(f"{where}: {exc}") from None
+        self._study = study
         self._study_id = study._study_id
         if not config:
             return self
@@ -391,9 +418,15 @@ class SharedStudy:
 
     # ------------------------------------------------------------------ reading
     def trials(self) -> list[StudyTrial]:
-        """Every iclopt trial of the study in creation order (stale ones failed first)."""
-        self.fail_stale()
-        frozen = self._storage.get_all_trials(self.study_id, deepcopy=False)
+        """Every iclopt trial of the study in creation order (stale ones failed first).
+
+        Reads go through Optuna's trial cache: finished trials are fetched once, later
+        reads fetch only the running and the new ones.
+        """
+        if time.monotonic() - self._checked_stale >= min(self.heartbeat_interval, 5.0):
+            self._checked_stale = time.monotonic()
+            self.fail_stale()
+        frozen = self._study.get_trials(deepcopy=False)
         out = [t for t in map(_from_frozen, frozen) if t is not None]
         return sorted(out, key=lambda t: t.number)
 
@@ -404,9 +437,7 @@ class SharedStudy:
 
         now = time.time()
         n = 0
-        for t in self._storage.get_all_trials(
-            self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
-        ):
+        for t in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             beat = t.system_attrs.get(_HEARTBEAT_ATTR)
             dead = _dead_local_worker(str(t.user_attrs.get("worker", "")))
             if not dead and (beat is None or now - float(beat) <= self.grace_period):
@@ -437,6 +468,7 @@ class SharedStudy:
         *,
         budget: int | None,
         attrs: dict[str, Any],
+        known: Sequence[StudyTrial] | None = None,
     ) -> Reservation:
         """Claim the evaluation of ``(prompt, queries)`` within the study's budget.
 
@@ -445,12 +477,14 @@ class SharedStudy:
             queries: ``None`` for the validation set, or the pool ids to score on.
             budget: The study's total of evaluations (``None``: no cap here).
             attrs: Extra user attributes of the trial (diagnostics, demonstration texts).
+            known: The study's trials as just read, if at hand (saves a read; the decision
+                is always made on a read taken after the trial was created).
         """
         from optuna.distributions import IntDistribution
         from optuna.trial import FrozenTrial, TrialState
 
         key = (prompt, queries)
-        live = admitted(self.trials(), budget)
+        live = admitted(self.trials() if known is None else known, budget)
         for t in live:
             if t.key == key:
                 return (
@@ -472,12 +506,14 @@ class SharedStudy:
                 f"demo_{i}": IntDistribution(0, max(n_pool - 1, 0))
                 for i in range(len(prompt.demos))
             },
-            user_attrs={
-                **attrs,
-                "instruction": prompt.instruction,
-                "demos": list(prompt.demos),
-                "queries": None if queries is None else list(queries),
-                "worker": self.worker,
+            user_attrs={  # one attribute: each is a row (and a query) of its own
+                _TRIAL_ATTR: {
+                    **attrs,
+                    "instruction": prompt.instruction,
+                    "demos": list(prompt.demos),
+                    "queries": None if queries is None else list(queries),
+                    "worker": self.worker,
+                }
             },
             system_attrs={_HEARTBEAT_ATTR: time.time()},
             intermediate_values={},
@@ -514,15 +550,14 @@ class SharedStudy:
         except optuna.exceptions.UpdateFinishedTrialError:
             logger.warning("trial %d was failed by another worker while it ran", trial_id)
 
-    def complete(self, trial_id: int, score: float, attrs: dict[str, Any]) -> None:
-        """Record the score and cost of an admitted trial."""
+    def complete(self, trial_id: int, score: float, cost: dict[str, Any]) -> None:
+        """Record the score and cost of an admitted trial (two writes)."""
         from optuna.trial import TrialState
 
-        for k, v in attrs.items():
-            _retry(
-                functools.partial(self._storage.set_trial_user_attr, trial_id, k, v),
-                what="recording a trial attribute",
-            )
+        _retry(
+            functools.partial(self._storage.set_trial_user_attr, trial_id, "cost", cost),
+            what="recording a trial's cost",
+        )
         self._finish(trial_id, TrialState.COMPLETE, float(score))
 
     def fail(self, trial_id: int, reason: str) -> None:
