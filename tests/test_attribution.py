@@ -248,7 +248,7 @@ def _one_line_error(result, needle):
 def fake_cli(monkeypatch):
     import iclopt.cli.attribute as mod
 
-    monkeypatch.setattr(mod, "load_llm", lambda model: FakeLLM())
+    monkeypatch.setattr(mod, "load_llm", lambda model, **kw: FakeLLM())
 
 
 def _result_file(tmp_path, task, demos=(0, 7, 3), model="fake-llm-v1", pool_override=None):

@@ -139,7 +139,7 @@ def test_cli_attribute_writes_the_three_files_with_smollm2(
 ):
     import iclopt.cli.attribute as mod
 
-    monkeypatch.setattr(mod, "load_llm", lambda model: smol)  # the session's SmolLM2, loaded once
+    monkeypatch.setattr(mod, "load_llm", lambda model, **kw: smol)  # the session's SmolLM2
     cache = str(tmp_path / "results.sqlite")
     for method in ("detail", "loo", "shapley"):
         out = tmp_path / method
