@@ -248,6 +248,7 @@ def _worker(
 
     torch.set_num_threads(1)
     quiet_libraries()
+    err.quiet = True  # the first process reports; errors come back through the future
     llm = load_llm(model, **llm_options)
     result = run_optimize(the_task, llm=llm, evaluate_test=False, **search, **study)
     return len(result.trace)
@@ -312,6 +313,12 @@ def _search(
                 f.result()
             except IcloptError as exc:
                 err.print(f"warning: worker {i} failed: {exc}", highlight=False, markup=False)
+            except Exception as exc:  # a crashed process: its trials were given back
+                err.print(
+                    f"warning: worker {i} failed: {type(exc).__name__}: {exc}",
+                    highlight=False,
+                    markup=False,
+                )
     result.config["task_source"] = task_source
     print_result(result)
     if out_path is not None:
