@@ -385,7 +385,7 @@ class SharedStudy:
         except ValueError as exc:  # e.g. a study of another direction
             raise InputDataError(f"{where}: {exc}") from None
         self._study = study
-        self._study_id = study._study_id
+        self._study_id = self._storage.get_study_id_from_name(self.name)
         if not config:
             return self
         stored = self._storage.get_study_user_attrs(self._study_id).get(CONFIG_ATTR)
