@@ -20,6 +20,7 @@ from servers import (
     FaultProxy,
     LogprobServer,
     TransformersServer,
+    free_port,
 )
 from typer.testing import CliRunner
 
@@ -185,6 +186,10 @@ def test_bad_options_are_one_line_errors(data, tmp_path, server):
         (_served(server, None, "--api-key-env", "sk-not-a-name"), "NAME of an environment"),
         (_served(server, "ftp://127.0.0.1:1/v1"), "--base-url must be an http(s) URL"),
         (_served(server, None, "--scoring", "labels"), "returns no log-probabilities"),
+        (
+            _served(server, f"http://127.0.0.1:{free_port()}/v1", "--max-retries", "1"),
+            "no connection after 1 retries (is the server up?)",
+        ),
     ):
         _one_line_error(_optimize(data, out, cache, *extra), needle)
     assert not out.exists()
