@@ -11,6 +11,7 @@ LLM, so the evaluations themselves cost ~nothing) without a study, on SQLite, an
 PostgreSQL when ``--postgres URL`` names a server (one database per run is created).
 
     python experiments/workers.py walltime --workers 1,2,4 --budget 120 --val-size 8
+    python experiments/workers.py walltime --workers 1,2 --budget 24 --val-size 8 --server
     python experiments/workers.py overhead --trials 200 --postgres postgresql://postgres@127.0.0.1:5432
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,27 @@ def _task_files(folder: Path, val_size: int) -> list[str]:
 
 
 def walltime(args: argparse.Namespace) -> list[dict]:
+    if not args.server:
+        return _walltime(args, args.model, [])
+    # the embedded SmolLM2 behind the real `transformers serve`, as openai_throughput.py does
+    sys.path.insert(0, str(Path(__file__).parent))
+    from openai_throughput import free_port, start_server
+
+    from iclopt.llms.export import export_model
+
+    with tempfile.TemporaryDirectory(prefix="iclopt-serve-") as tmp:
+        model_dir = export_model("smollm2", Path(tmp) / "smollm2-hf")
+        port = free_port()
+        proc = start_server(model_dir, port, 1, args.continuous_batching, Path(tmp) / "log")
+        try:
+            base = ["--base-url", f"http://127.0.0.1:{port}/v1"]
+            return _walltime(args, f"openai:{model_dir}", base)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def _walltime(args: argparse.Namespace, model: str, extra: list[str]) -> list[dict]:
     from iclopt.study import read_study
 
     rows = []
@@ -57,8 +80,8 @@ def walltime(args: argparse.Namespace) -> list[dict]:
                 *_task_files(folder, args.val_size),
                 *["--k", str(args.k), "--budget", str(args.budget), "--seed", "0"],
                 *["--workers", str(n), "--storage", storage, "--study", "bench"],
-                *["--model", args.model, "--no-cache", "--quiet", "--out", str(folder / "r.json")],
-                *args.extra,
+                *["--model", model, "--no-cache", "--quiet", "--out", str(folder / "r.json")],
+                *extra,
             ]
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             start = time.perf_counter()
@@ -158,7 +181,12 @@ def main() -> None:
     w.add_argument("--val-size", type=int, default=8)
     w.add_argument("--k", type=int, default=5)
     w.add_argument("--model", default="smollm2")
-    w.add_argument("extra", nargs="*", help="more `iclopt optimize` options (after --)")
+    w.add_argument(
+        "--server",
+        action="store_true",
+        help="serve the embedded SmolLM2 with `transformers serve` (1 thread) and use it",
+    )
+    w.add_argument("--continuous-batching", action="store_true")
     o = sub.add_parser("overhead", help="storage overhead per trial (fake LLM)")
     o.add_argument("--trials", type=int, default=200)
     o.add_argument("--repeats", type=int, default=3)
