@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: Consecutive proposals of already evaluated trials after which the loop gives up.
 MAX_REPEATS = 50
+#: Seconds between looks at a shared study while waiting for other workers' trials.
+_POLL = 0.5
 
 
 def _json_safe(value: Any) -> Any:
@@ -106,7 +108,8 @@ def run_search(
     workers completed; each evaluation is reserved in the study first, so no prompt is
     evaluated twice and ``budget.max_evaluations`` caps the study's total; a prompt
     another worker is evaluating is skipped (its score is told once it arrives). At the
-    end the worker waits for the running trials and returns the study's whole trace.
+    end the worker waits for the running trials (taking over the slot of any that fails,
+    e.g. of a crashed worker) and returns the study's whole trace.
 
     Args:
         optimizer: An optimizer; :meth:`~Optimizer.setup` is called here with the
@@ -133,18 +136,33 @@ def run_search(
     repeats = 0
     waits = 0
     cap = budget.max_evaluations
+    # trials skipped because another worker was evaluating them: taken over if that fails
+    pending: dict[tuple[Prompt, tuple[int, ...] | None], Trial] = {}
     while not budget.exhausted:
         known = None
+        retry = None
         if study is not None:
             known = study.trials()
             if _observe_study(optimizer, known, told, done, cap):
-                break  # the study's budget is taken
+                if not any(t.state == "running" for t in known):
+                    break  # the study's budget is spent
+                # the budget is taken, but a running trial may still fail (a crashed
+                # worker) and free its slot: wait and look again
+                time.sleep(_POLL)
+                continue
+            held = {t.key for t in known if t.live}
+            for key in [k for k in pending if k in done]:
+                del pending[key]
+            retry = next((k for k in pending if k not in held), None)
         start = time.perf_counter()
-        try:
-            trial: Trial = optimizer.ask()
-        except SearchSpaceExhausted as exc:
-            logger.info("search stopped: %s", exc)
-            break
+        if retry is not None:  # its trial failed (a crashed worker): evaluate it here
+            trial: Trial = pending.pop(retry)
+        else:
+            try:
+                trial = optimizer.ask()
+            except SearchSpaceExhausted as exc:
+                logger.info("search stopped: %s", exc)
+                break
         asked = time.perf_counter() - start
         if trial.key in done:
             repeats += 1
@@ -175,14 +193,16 @@ def run_search(
                 known=known,
             )
             if reservation.status == "full":
-                break
+                continue  # the next round waits for the running trials
             if reservation.status == "done" and reservation.value is not None:
                 done[trial.key] = reservation.value
                 optimizer.tell(trial, reservation.value)
                 continue
-            if reservation.status == "pending":  # another worker is on it
-                waits += 1
-                time.sleep(min(0.02 * waits, 1.0))
+            if reservation.status == "pending":  # another worker is on it: ask again
+                if trial.key in pending:  # the optimizer insists on it: let that finish
+                    waits += 1
+                    time.sleep(min(0.02 * waits, 1.0))
+                pending[trial.key] = trial
                 continue
             waits = 0
             trial_id = reservation.trial_id
@@ -236,7 +256,7 @@ def run_search(
             on_step(entry, ev)
     if study is None:
         return trace
-    study.wait_idle()
+    study.wait_idle(poll=_POLL)  # stopped early: let the other workers' trials finish
     trials = study.trials()
     _observe_study(optimizer, trials, told, done, cap)
     return study_trace(trials)

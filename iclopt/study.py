@@ -287,7 +287,11 @@ def _dead_local_worker(worker: str) -> bool:
         return True
     except OSError:  # exists, owned by someone else
         return False
-    return False
+    try:  # a killed process whose parent died too may linger as a zombie
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def admitted(trials: Sequence[StudyTrial], budget: int | None) -> list[StudyTrial]:
@@ -439,7 +443,8 @@ class SharedStudy:
         n = 0
         for t in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             beat = t.system_attrs.get(_HEARTBEAT_ATTR)
-            dead = _dead_local_worker(str(t.user_attrs.get("worker", "")))
+            worker = str((t.user_attrs.get(_TRIAL_ATTR) or {}).get("worker", ""))
+            dead = _dead_local_worker(worker)
             if not dead and (beat is None or now - float(beat) <= self.grace_period):
                 continue
             try:
@@ -453,7 +458,7 @@ class SharedStudy:
                 logger.warning(
                     "trial %d of worker %s %s: failed, its prompt is free again",
                     t.number,
-                    t.user_attrs.get("worker"),
+                    worker,
                     "is no longer running" if dead else "sent no heartbeat in time",
                 )
             except optuna.exceptions.UpdateFinishedTrialError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
@@ -20,7 +21,7 @@ from iclopt.bandits import OPTIMIZERS
 from iclopt.datasets import get_task
 from iclopt.errors import InputDataError
 from iclopt.prompts import Prompt
-from iclopt.study import SharedStudy, read_study
+from iclopt.study import SharedStudy, check_storage, read_study
 from iclopt.testing import FakeEmbedder, FakeLLM
 
 FAST = {
@@ -39,11 +40,21 @@ def _method(name: str):
     return OPTIMIZERS.get(name)(k=3, seed=0, **kw)
 
 
-def _run(storage: str, study: str, budget: int, method: str = "best-of-n"):
+class SlowFakeLLM(FakeLLM):
+    """The fake LLM at a few milliseconds per call, so that no worker finishes alone."""
+
+    def score(self, prompts, continuations):
+        time.sleep(0.02)
+        return super().score(prompts, continuations)
+
+
+def _run(storage: str, study: str, budget: int, method: str = "best-of-n", barrier=None):
     """One worker: the library call every worker makes, returning its view of the result."""
+    if barrier is not None:  # start together, once every process has imported iclopt
+        barrier.wait(timeout=300)
     res = iclopt.optimize(
         get_task("sentiment"),
-        llm=FakeLLM(),
+        llm=SlowFakeLLM() if barrier is not None else FakeLLM(),
         k=3,
         budget=budget,
         method=_method(method),
@@ -67,13 +78,17 @@ def _check_study(storage: str, name: str, budget: int) -> list:
 
 
 def _four_processes(storage: str, budget: int) -> None:
+    check_storage(storage)  # the tables exist, as they do once a study runs
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(4, mp_context=ctx) as pool:
-        futures = [pool.submit(_run, storage, "four", budget) for _ in range(4)]
+    with ctx.Manager() as manager, ProcessPoolExecutor(4, mp_context=ctx) as pool:
+        barrier = manager.Barrier(4)
+        futures = [
+            pool.submit(_run, storage, "four", budget, "best-of-n", barrier) for _ in range(4)
+        ]
         results = [f.result(timeout=300) for f in futures]
     complete = _check_study(storage, "four", budget)
     workers = Counter(t.attrs["worker"] for t in complete)
-    assert len(workers) >= 2, workers  # the work was shared
+    assert len(workers) >= 3, workers  # the work was shared
     # every worker returns the same result: the study's trace and its best prompt
     first = results[0]
     for r in results[1:]:
@@ -142,8 +157,6 @@ def test_a_crashed_workers_trial_is_failed_and_its_prompt_freed(tmp_path):
     assert crashed.reserve(Prompt(None, (7, 8, 9)), None, budget=4, attrs={"pool_size": 50}) == (
         type(r)("pending")
     )
-    import time
-
     time.sleep(0.5)
     survivor = SharedStudy(storage, "crash", grace_period=0.3).open(config)
     states = Counter(t.state for t in survivor.trials())

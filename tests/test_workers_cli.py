@@ -55,6 +55,9 @@ def test_two_local_workers_killed_and_restarted_finish_the_study(tmp_path, tmp_p
     proc.wait(timeout=30)
     assert not out.exists()
     _, trials = read_study(storage, "s")
+    # the killed processes were on this machine: their running trials are failed at once
+    # (not after the heartbeat's grace period), so their prompts are free again
+    assert not [t for t in trials if t.state == "running"]
     paid_before = {t.key for t in trials if t.state == "complete"}
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300, check=False)
