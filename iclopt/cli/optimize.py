@@ -298,6 +298,7 @@ def _search(
         llm = load_llm(model, **llm_options)
         describe(the_task, llm, scoring)
         best = [float("-inf")]
+        tracker: list[Any] = []  # the study, opened once for the progress bar
         with progress_bar(quiet) as progress:
             bar = progress.add_task("searching", total=budget, note="")
 
@@ -305,7 +306,20 @@ def _search(
                 if entry.on_val:
                     best[0] = max(best[0], entry.score)
                 src = entry.info.get("source") or ""
-                progress.update(bar, advance=1, note=f"best val {best[0]:.3f} ({src})")
+                note = f"best val {best[0]:.3f} ({src})"
+                if storage is not None and study is not None:  # every worker's trials
+                    from iclopt.study import SharedStudy
+
+                    if not tracker:
+                        tracker.append(SharedStudy(storage, study).open({}, create=False))
+                    trials = tracker[0].trials()
+                    done = [t for t in trials if t.state == "complete"]
+                    val = [t.value for t in done if t.queries is None and t.value is not None]
+                    best[0] = max([best[0], *val])
+                    note = f"best val {best[0]:.3f} ({src}; study)"
+                    progress.update(bar, completed=len(done), note=note)
+                    return
+                progress.update(bar, advance=1, note=note)
 
             result = run_optimize(the_task, llm=llm, on_step=on_step, **search, **shared)
         for i, f in enumerate(futures, start=2):
