@@ -124,14 +124,20 @@ def _check_url(url: str, *, create: bool = True) -> None:
         # WAL is a property of the database file: set it once, before Optuna connects.
         import sqlite3
 
-        try:
-            conn = sqlite3.connect(path, timeout=60)
+        for attempt in range(100):  # workers starting together: the switch needs the lock
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise InputDataError(f"--storage {url!r}: not an SQLite database ({exc})") from None
+                conn = sqlite3.connect(path, timeout=60)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                finally:
+                    conn.close()
+                break
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == 99:
+                    raise InputDataError(f"--storage {url!r}: cannot open ({exc})") from None
+                time.sleep(0.1)
+            except sqlite3.Error as exc:
+                raise InputDataError(f"--storage {url!r}: not an SQLite database ({exc})") from None
 
 
 def _open_storage(url: str, *, create: bool = True) -> Any:
