@@ -59,6 +59,21 @@ def incumbents(trace: list[Any]) -> list[Any]:
     return out
 
 
+def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or a variant ``name@key=value@key=value`` (values parsed as JSON).
+
+    Example:
+        >>> parse_method("neural@rescore=0@n_rescore=3")
+        ('neural', {'rescore': 0, 'n_rescore': 3})
+    """
+    name, *pairs = spec.split("@")
+    kw = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        kw[key] = json.loads(value)
+    return name, kw
+
+
 def run_one(task_name: str, method: str, seed: int, args: Any, ctx: dict[str, Any]) -> dict:
     from iclopt.bandits import OPTIMIZERS
     from iclopt.bandits.model_based import ModelBasedOptimizer
@@ -67,8 +82,9 @@ def run_one(task_name: str, method: str, seed: int, args: Any, ctx: dict[str, An
 
     task = ctx["tasks"].setdefault(task_name, load(task_name))
     llm, store, emb = ctx["llm"], ctx["cache"], ctx["embedder"]
-    cls = OPTIMIZERS.get(method)
-    kwargs: dict[str, Any] = {"k": args.k, "seed": seed}
+    name, overrides = parse_method(method)
+    cls = OPTIMIZERS.get(name)
+    kwargs: dict[str, Any] = {"k": args.k, "seed": seed, **overrides}
     if issubclass(cls, ModelBasedOptimizer):
         kwargs["embedder"] = emb
     opt = cls(**kwargs)
@@ -144,7 +160,8 @@ def report(out: Path, args: Any) -> str:
     for r in rows:
         by.setdefault((r["task"], r["method"]), []).append(r)
     tasks = [t for t in TASKS if any(k[0] == t for k in by)]
-    methods = [m for m in METHODS if any(k[1] == m for k in by)]
+    variants = sorted({k[1] for k in by} - set(METHODS))
+    methods = [m for m in METHODS + variants if any(k[1] == m for k in by)]
     # tasks every method has run on (so partial runs compare like with like)
     shared = [t for t in tasks if all((t, m) in by for m in methods)]
     lines = [
@@ -196,14 +213,18 @@ def report(out: Path, args: Any) -> str:
             f"{np.mean(ends) if ends else float('nan'):.3f} | "
             f"{np.mean(llm) if llm else float('nan'):.2f} |"
         )
-    neural = [r for r in rows if r["method"] == "neural"]
-    if neural:
-        lines += [
-            "",
-            "neural, final choice by re-scoring vs by validation argmax (test, mean over runs): "
-            f"{np.mean([r['test_score'] for r in neural]):.3f} vs "
-            f"{np.mean([r['val_argmax_test'] for r in neural]):.3f} ({len(neural)} runs)",
-        ]
+    for m in methods:
+        rs = [r for r in rows if r["method"] == m and r["final"] != r["val_argmax"]]
+        if m.startswith("neural") and any(r["method"] == m for r in rows):
+            n = sum(r["method"] == m for r in rows)
+            diff = [r["test_score"] - r["val_argmax_test"] for r in rs]
+            lines += [
+                "",
+                f"{m}, final choice vs the validation argmax: a different prompt in "
+                f"{len(rs)} of {n} runs; test change where different: "
+                + (", ".join(f"{d:+.2f}" for d in diff) or "none")
+                + f" (mean over all {n} runs {sum(diff) / n:+.4f})",
+            ]
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
     try:
