@@ -228,7 +228,8 @@ def report(out: Path, args: Any) -> str:
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
     try:
-        plot(by, tasks, methods, out / "optimizers.png")
+        # variants (name@...) are ablations on fewer seeds: table only
+        plot(by, tasks, [m for m in methods if "@" not in m], out / "optimizers.png")
     except ImportError:
         log.warning("matplotlib missing: no plot")
     return text
