@@ -318,3 +318,20 @@ def test_neural_rescoring_is_successive_halving_over_diverse_finalists():
     best, why = opt.recommend()
     assert best in survivors and why["queries"] == n_val + 2 * m
     assert opt._combined(best)[0] == max(opt._combined(p)[0] for p in survivors)
+
+
+def test_tpe_learns_from_prompts_it_did_not_ask_for():
+    """Another worker's scores (told through observe) enter TPE's study as finished trials."""
+    task = get_task("sentiment")
+    opt = OPTIMIZERS.get("tpe")(k=3, seed=0, n_init=2)
+    opt.setup(task, budget=10)
+    mine = opt.ask()
+    opt.tell(mine, 0.5)
+    foreign = Prompt(None, (7, 3, 11))
+    assert foreign != mine.prompt
+    opt.observe(foreign, 0.9)
+    done = [t for t in opt.study_.trials if t.state.name == "COMPLETE"]
+    assert [(t.params, t.value) for t in done] == [
+        (opt._params(mine.prompt), 0.5),
+        ({"slot_0": 7, "slot_1": 3, "slot_2": 11}, 0.9),
+    ]

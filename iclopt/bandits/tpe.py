@@ -202,11 +202,28 @@ class TPEBandit(ModelBasedOptimizer):
         return Trial(got, info={"source": "random", "skipped": skipped})
 
     def observe(self, prompt: Prompt, reward: float) -> None:
-        """Record the score and tell it to the pending Optuna trial(s) of ``prompt``."""
+        """Record the score and tell it to the pending Optuna trial(s) of ``prompt``.
+
+        A prompt this instance never asked for (another worker's, in a shared study) is
+        added to the in-memory study as a finished trial, so TPE learns from it too.
+        """
+        import optuna
+
         super().observe(prompt, reward)
         with _quiet_optuna():
-            for t in self.pending_.pop(prompt, []):
+            pending = self.pending_.pop(prompt, [])
+            for t in pending:
                 self.study_.tell(t, float(reward))
+            if not pending:
+                self.study_.add_trial(
+                    optuna.trial.create_trial(
+                        params=self._params(prompt),
+                        distributions={
+                            name: self.distributions_[name] for name in self._params(prompt)
+                        },
+                        value=float(reward),
+                    )
+                )
 
 
 def _fail_state() -> Any:
