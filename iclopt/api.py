@@ -24,7 +24,14 @@ from iclopt.results import OptimizationResult
 from iclopt.search import TraceEntry, run_search
 from iclopt.study import describe_storage
 
-__all__ = ["ComparisonResult", "compare", "default_cache_path", "optimize", "select"]
+__all__ = [
+    "ComparisonResult",
+    "compare",
+    "default_cache_path",
+    "estimate_search",
+    "optimize",
+    "select",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,53 @@ def default_cache_path() -> Path:
 def _check_int(name: str, value: Any, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise InputDataError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def estimate_search(
+    task: Task,
+    llm: LLM,
+    *,
+    k: int = 5,
+    budget: int = 60,
+    method: str = DEFAULT_METHOD,
+    scoring: Scoring = "auto",
+    template: Template | None = None,
+    max_llm_calls: int | None = None,
+    seed: int | None = 0,
+) -> dict[str, Any]:
+    """What a search will cost before it starts: LLM calls and prompt tokens (an estimate).
+
+    Calls: ``max_llm_calls`` when given, else ``budget`` evaluations of every validation
+    query (a query costs one call per label under label scoring); cache hits count as
+    calls. Tokens: calls times the mean length of a few random ``k``-shot prompts.
+
+    Returns:
+        ``calls``, ``prompt_tokens``, ``calls_per_query``, ``scorer``.
+    """
+    evaluator = Evaluator(task, llm, template=template, scoring=scoring)
+    cpq = evaluator.calls_per_query()
+    calls = budget * len(task.val) * cpq
+    if max_llm_calls is not None:
+        calls = min(calls, max_llm_calls) if not _races(method) else max_llm_calls
+    rng = np.random.default_rng(seed)
+    texts = []
+    for i in range(min(8, len(task.val))):
+        demos = tuple(
+            int(d) for d in rng.choice(len(task.pool), size=min(k, len(task.pool)), replace=False)
+        )
+        texts.append(evaluator.render(Prompt(None, demos), task.val[i].input))
+    per_call = float(np.mean(llm.count_tokens(texts))) if texts else 0.0
+    return {
+        "calls": int(calls),
+        "prompt_tokens": int(calls * per_call),
+        "calls_per_query": cpq,
+        "scorer": evaluator.scorer.name,
+    }
+
+
+def _races(method: str | Optimizer) -> bool:
+    cls = OPTIMIZERS.get(method) if isinstance(method, str) else type(method)
+    return bool(getattr(cls, "partial_evaluations", False))
 
 
 def optimize(
@@ -70,7 +124,8 @@ def optimize(
         k: Demonstrations per prompt.
         budget: Evaluations the search may spend (each scores one prompt on all of
             ``task.val``; a re-scoring evaluation of ``neural`` scores it on as many
-            extra pool queries).
+            extra pool queries). A racing method (``race``) spends the LLM calls of
+            ``budget`` such evaluations on partial ones.
         method: Optimizer name (see ``iclopt.bandits.OPTIMIZERS``) or instance.
         seed: Seed of the optimizer (and of instruction generation); ``None`` for fresh
             entropy.
@@ -87,7 +142,8 @@ def optimize(
         template: Prompt template; completion style by default.
         scoring: ``"auto"``, ``"generate"`` or ``"labels"`` (see :class:`Evaluator`).
         max_new_tokens: Generation cap; ``None`` derives it from the pool's longest answer.
-        max_llm_calls: Optional hard cap on LLM calls.
+        max_llm_calls: Optional hard cap on LLM calls, cache hits included (a query costs
+            one call, or one per label under label scoring); at least one evaluation's.
         max_prompt_tokens: Optional hard cap on prompt tokens.
         cache: ``True`` for the shared on-disk cache, a path, a :class:`ResultCache`,
             or ``False`` for none.
@@ -148,10 +204,22 @@ def optimize(
         cls, model_based = type(method), isinstance(method, ModelBasedOptimizer)
     if (storage is None) != (study is None):
         raise InputDataError("a shared study needs both --storage URL and --study NAME")
+    if max_llm_calls is not None:
+        _check_int("max_llm_calls", max_llm_calls, 1)
+    races = bool(getattr(cls, "partial_evaluations", False))
+    if races and storage is not None:
+        raise InputDataError(
+            f"method {method if isinstance(method, str) else cls.__name__!r} scores partial "
+            "evaluations, which a shared study cannot hold yet; use another method with --storage"
+        )
     model = get_llm(llm)
     store = _result_cache(cache)
+    # A racing method spends the calls of `budget` full validation evaluations in partial
+    # ones (its call cap is set below, once the scorer is known).
     search_budget = Budget(
-        max_evaluations=budget, max_llm_calls=max_llm_calls, max_prompt_tokens=max_prompt_tokens
+        max_evaluations=None if races else budget,
+        max_llm_calls=max_llm_calls,
+        max_prompt_tokens=max_prompt_tokens,
     )
     generated: list[str] = []
     generation_cost = Cost()
@@ -181,6 +249,17 @@ def optimize(
         cache=store,
         budget=search_budget,
     )
+    one_evaluation = len(task.val) * evaluator.calls_per_query()
+    if max_llm_calls is not None and max_llm_calls < one_evaluation:
+        raise InputDataError(
+            f"--max-llm-calls {max_llm_calls} is below the {one_evaluation} calls of one "
+            f"evaluation ({len(task.val)} validation queries x "
+            f"{evaluator.calls_per_query()} calls each)"
+        )
+    if races and max_llm_calls is None:
+        search_budget.max_llm_calls = (
+            budget * len(task.val) * evaluator.calls_per_query() + search_budget.spent.calls
+        )
     shared = None
     if storage is not None and study is not None:
         from iclopt.study import SharedStudy, search_fingerprint
@@ -212,7 +291,19 @@ def optimize(
     if not trace:
         raise InputDataError("the budget did not allow a single evaluation")
     best_prompt, why = optimizer.recommend()
-    val_score = next(e.score for e in trace if e.on_val and e.prompt == best_prompt)
+    full = [e for e in trace if e.on_val and e.prompt == best_prompt]
+    if full:
+        val_score = full[0].score
+    else:  # a racing method's choice: its validation score from the cache (no new calls)
+        val_eval = Evaluator(
+            task,
+            model,
+            template=template,
+            scoring=scoring,
+            max_new_tokens=max_new_tokens,
+            cache=store,
+        )
+        val_score = val_eval.evaluate(best_prompt).score
     test_score: float | None = None
     test_cost = Cost()
     if evaluate_test and task.test:
@@ -233,6 +324,7 @@ def optimize(
         "budget": search_budget.as_dict(),
         "seed": seed,
         "scoring": evaluator.scoring,
+        "scorer": evaluator.scorer.as_dict(),
         "metric": task.metric
         if isinstance(task.metric, str)
         else getattr(task.metric, "__name__", "callable"),

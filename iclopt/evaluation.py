@@ -34,12 +34,16 @@ CACHE_FORMAT = 2
 
 _WARNED: set[tuple[Any, ...]] = set()  # long-answer warnings already given (once per task)
 
-Scoring = Literal["auto", "generate", "labels"]
+#: ``"auto"`` or the name of a registered scorer (:data:`iclopt.scoring.SCORERS`).
+Scoring = str
 
 
 @dataclass
 class Cost:
-    """What some work cost. LLM calls and prompt tokens count cache misses only.
+    """What some work cost. ``llm_calls`` and ``prompt_tokens`` count cache misses only.
+
+    A budget counts every call a piece of work needs, cached or not (:attr:`calls`,
+    :attr:`tokens`): a method run on a warm cache gets nothing for free.
 
     Attributes:
         evaluations: Prompt evaluations (one prompt scored on one query set).
@@ -47,6 +51,7 @@ class Cost:
         prompt_tokens: Tokens of those prompts, as an API would bill them.
         cache_hits: Answers taken from the cache instead of the LLM.
         cached_tokens: Prompt tokens of those cached answers (what they would have cost).
+        queries: Queries scored (a query costs one call per label under label scoring).
         seconds: Wall time.
         retries: Requests an API backend had to retry (rate limits, server errors,
             timeouts, dropped connections) before they succeeded.
@@ -59,9 +64,21 @@ class Cost:
     cached_tokens: int = 0
     seconds: float = 0.0
     retries: int = 0
+    queries: int = 0
+
+    @property
+    def calls(self) -> int:
+        """LLM calls needed, cached or not (what budgets and comparisons count)."""
+        return self.llm_calls + self.cache_hits
+
+    @property
+    def tokens(self) -> int:
+        """Prompt tokens needed, cached or not."""
+        return self.prompt_tokens + self.cached_tokens
 
     def __iadd__(self, other: Cost) -> Cost:
         self.evaluations += other.evaluations
+        self.queries += other.queries
         self.llm_calls += other.llm_calls
         self.prompt_tokens += other.prompt_tokens
         self.cache_hits += other.cache_hits
@@ -81,12 +98,14 @@ class Budget:
     """A hard cap on evaluations, LLM calls and prompt tokens; ``None`` means no cap.
 
     :meth:`check` raises :class:`~iclopt.errors.BudgetExhausted` *before* work that
-    would exceed a cap, so the cap is never overrun.
+    would exceed a cap, so the cap is never overrun. Calls and tokens are counted cached
+    or not (a cache hit counts as the call it replaces), so the same search spends the
+    same budget on a cold and on a warm cache.
 
     Args:
         max_evaluations: Cap on prompt evaluations.
-        max_llm_calls: Cap on LLM calls (cache misses).
-        max_prompt_tokens: Cap on prompt tokens sent to the LLM.
+        max_llm_calls: Cap on LLM calls, cache hits included.
+        max_prompt_tokens: Cap on prompt tokens, cached ones included.
 
     Example:
         >>> b = Budget(max_evaluations=2)
@@ -119,8 +138,8 @@ class Budget:
         """Raise :class:`BudgetExhausted` if spending this much would exceed a cap."""
         for what, extra, spent, cap in (
             ("evaluations", evaluations, self.spent.evaluations, self.max_evaluations),
-            ("LLM calls", llm_calls, self.spent.llm_calls, self.max_llm_calls),
-            ("prompt tokens", prompt_tokens, self.spent.prompt_tokens, self.max_prompt_tokens),
+            ("LLM calls", llm_calls, self.spent.calls, self.max_llm_calls),
+            ("prompt tokens", prompt_tokens, self.spent.tokens, self.max_prompt_tokens),
         ):
             if cap is not None and extra > 0 and spent + extra > cap:
                 raise BudgetExhausted(f"budget of {cap} {what} reached ({spent} spent)")
@@ -139,8 +158,8 @@ class Budget:
         return any(
             cap is not None and spent >= cap
             for spent, cap in (
-                (self.spent.llm_calls, self.max_llm_calls),
-                (self.spent.prompt_tokens, self.max_prompt_tokens),
+                (self.spent.calls, self.max_llm_calls),
+                (self.spent.tokens, self.max_prompt_tokens),
             )
         )
 
@@ -183,8 +202,8 @@ class Evaluation:
     Attributes:
         prompt: The prompt scored.
         score: Mean metric over the queries.
-        per_example: Per query: ``id``, ``prediction``, ``score`` and, for label
-            scoring, ``label_logprobs``.
+        per_example: Per query: ``id``, ``prediction``, ``score`` (the metric), ``signal``
+            (the scorer's continuous signal) and, for label scoring, ``label_logprobs``.
         cost: What this scoring cost.
     """
 
@@ -192,6 +211,12 @@ class Evaluation:
     score: float
     per_example: list[dict[str, Any]] = field(default_factory=list)
     cost: Cost = field(default_factory=Cost)
+
+    @property
+    def signal(self) -> float | None:
+        """Mean continuous signal over the queries (``None`` without one)."""
+        vals = [r["signal"] for r in self.per_example if r.get("signal") is not None]
+        return sum(vals) / len(vals) if vals else None
 
 
 class Evaluator:
@@ -201,10 +226,13 @@ class Evaluator:
         task: The task (pool for demonstrations, val/test for queries).
         llm: The model.
         template: How prompts are rendered; completion style by default.
-        scoring: ``"generate"`` (greedy decoding, then the task metric), ``"labels"``
-            (pick the most likely label by log-likelihood; classification tasks), or
-            ``"auto"``: labels when the task has a label set and the LLM returns
-            log-probabilities (an API server may not: then greedy generation).
+        scoring: A scorer name (:mod:`iclopt.scoring`): ``"generate"`` (greedy decoding,
+            then the task metric), ``"labels"`` (the most likely label; classification
+            tasks), ``"label-prob"`` (labels, with the gold label's probability as the
+            continuous signal), ``"gold-logprob"`` (generation, with the gold answer's
+            likelihood as the signal); or ``"auto"``: ``"label-prob"`` when the task has a
+            label set and the LLM returns log-probabilities (an API server may not), else
+            ``"generate"``.
         max_new_tokens: Generation cap; ``None`` derives it from the longest answer in the
             pool (in the LLM's tokens, plus a quarter and 2 tokens of margin) and warns
             when a validation or test answer is longer than the cap.
@@ -229,28 +257,33 @@ class Evaluator:
         cache: ResultCache | None = None,
         budget: Budget | None = None,
     ) -> None:
-        if scoring not in ("auto", "generate", "labels"):
+        from iclopt.scoring import SCORERS
+
+        if not isinstance(scoring, str) or (scoring != "auto" and scoring not in SCORERS):
             raise InputDataError(
-                f"The 'scoring' parameter of Evaluator must be 'auto', 'generate' or 'labels'. "
-                f"Got {scoring!r} instead."
+                f"The 'scoring' parameter of Evaluator must be 'auto' or one of "
+                f"{', '.join(SCORERS.names())}. Got {scoring!r} instead."
             )
-        if scoring == "labels" and not task.labels:
-            raise InputDataError(f"task {task.name!r} has no label set; use scoring 'generate'")
         style = (template or Template()).style
-        by_labels = bool(task.labels) and scoring != "generate" and llm.scores_logprobs(style)
-        if scoring == "labels" and not by_labels:
+        if scoring == "auto":
+            by_labels = bool(task.labels) and llm.scores_logprobs(style)
+            said = ("no logprobs", llm.identity, task.name)
+            if task.labels and not by_labels and said not in _WARNED:
+                _WARNED.add(said)
+                logger.warning(
+                    "%s returns no log-probabilities: task %r is scored by greedy generation "
+                    "and the metric, not by label likelihood",
+                    llm.identity,
+                    task.name,
+                )
+            scoring = "label-prob" if by_labels else "generate"
+        self.scorer = SCORERS.get(scoring)()
+        self.scorer.check(task)
+        needs_logprobs = self.scorer.mode == "labels" or scoring == "gold-logprob"
+        if needs_logprobs and not llm.scores_logprobs(style):
             raise InputDataError(
                 f"model {llm.identity} returns no log-probabilities for {style}-style prompts; "
                 "use scoring 'generate' or 'auto'"
-            )
-        said = ("no logprobs", llm.identity, task.name)
-        if scoring == "auto" and task.labels and not by_labels and said not in _WARNED:
-            _WARNED.add(said)
-            logger.warning(
-                "%s returns no log-probabilities: task %r is scored by greedy generation and "
-                "the metric, not by label likelihood",
-                llm.identity,
-                task.name,
             )
         if max_new_tokens is not None and (
             not isinstance(max_new_tokens, int) or max_new_tokens < 1
@@ -259,9 +292,8 @@ class Evaluator:
         self.task = task
         self.llm = llm
         self.template = template or Template()
-        self.scoring: Literal["generate", "labels"] = (
-            ("labels" if by_labels else "generate") if scoring == "auto" else scoring
-        )
+        #: How predictions are made (``"generate"`` or ``"labels"``); part of cache keys.
+        self.scoring: Literal["generate", "labels"] = self.scorer.mode
         self.stop = tuple(stop)
         self.cache = cache
         self.budget = budget
@@ -375,15 +407,15 @@ class Evaluator:
         keys = [ResultCache.key(kind, self.llm.identity, settings, p, c) for p, c in rows]
         found = self.cache.get_many(keys) if use_cache and self.cache is not None else {}
         miss = [i for i, k in enumerate(keys) if k not in found]
-        cost.cache_hits += len(rows) - len(miss)
-        if len(miss) < len(rows):
-            hit = [i for i, k in enumerate(keys) if k in found]
-            cost.cached_tokens += sum(self.llm.count_tokens([rows[i][0] for i in hit]))
+        hit = [i for i, k in enumerate(keys) if k in found]
+        hit_tokens = sum(self.llm.count_tokens([rows[i][0] for i in hit])) if hit else 0
+        prompts = [rows[i][0] for i in miss]
+        tokens = sum(self.llm.count_tokens(prompts)) if miss else 0
+        if self.budget is not None:  # a cache hit counts as the call it replaces
+            self.budget.check(llm_calls=len(rows), prompt_tokens=tokens + hit_tokens)
+        cost.cache_hits += len(hit)
+        cost.cached_tokens += hit_tokens
         if miss:
-            prompts = [rows[i][0] for i in miss]
-            tokens = sum(self.llm.count_tokens(prompts))
-            if self.budget is not None:
-                self.budget.check(llm_calls=len(miss), prompt_tokens=tokens)
             before = self.llm.counters()
             if kind == "score":
                 values: list[Any] = self.llm.score(prompts, [rows[i][1] for i in miss])
@@ -415,43 +447,21 @@ class Evaluator:
     def _score(
         self, texts: list[str], queries: Sequence[Example], cost: Cost
     ) -> list[dict[str, Any]]:
-        """Answer and score each (rendered text, query) pair."""
-        per: list[dict[str, Any]] = []
-        if self.scoring == "generate":
-            preds = self._cached_call("generate", [(t, "") for t in texts], cost)
-            for q, pred in zip(queries, preds):
-                per.append(
-                    {
-                        "id": q.id,
-                        "prediction": pred.strip(),
-                        "score": float(self.metric(pred, q.answers)),
-                    }
-                )
-            return per
-        labels = list(self.task.labels or ())
-        head, tail = self.label_affixes()
-        rows = [(t, head + lab + tail) for t in texts for lab in labels]
-        lps = self._cached_call("score", rows, cost)
-        for j, q in enumerate(queries):
-            scores = lps[j * len(labels) : (j + 1) * len(labels)]
-            best = max(range(len(labels)), key=lambda i: scores[i])
-            per.append(
-                {
-                    "id": q.id,
-                    "prediction": labels[best],
-                    "score": float(self.metric(labels[best], q.answers)),
-                    "label_logprobs": dict(zip(labels, map(float, scores))),
-                }
-            )
-        return per
+        """Answer and score each (rendered text, query) pair (through the scorer)."""
+        cost.queries += len(queries)
+        return self.scorer.score(self, texts, queries, cost)
+
+    def calls_per_query(self) -> int:
+        """LLM calls one query costs under this evaluator's scorer."""
+        return self.scorer.calls_per_query(self.task)
 
     def _begin(self, prompts: Sequence[Prompt], queries: Sequence[Example]) -> None:
         for p in prompts:
             p.validate(len(self.task.pool))
         if not queries:
             raise InputDataError("nothing to evaluate: the query set is empty")
-        if self.budget is not None:
-            self.budget.check(evaluations=1)
+        if self.budget is not None:  # the whole evaluation fits, or nothing is spent
+            self.budget.check(evaluations=1, llm_calls=len(queries) * self.calls_per_query())
 
     def _finish(self, cost: Cost, start: float) -> None:
         cost.seconds = time.perf_counter() - start

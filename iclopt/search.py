@@ -49,9 +49,15 @@ class TraceEntry:
         prompt_tokens: Prompt tokens of those calls.
         cache_hits: Answers taken from the cache.
         seconds: Wall time of the evaluation.
-        queries: ``None`` for the validation set; pool ids for a re-scoring evaluation.
+        queries: Pool ids scored as extra labelled queries (re-scoring, racing); ``None``
+            for none.
         info: The optimizer's diagnostics (``source``, ``mean``, ``std``, ``acquisition``).
         optimizer_seconds: Time the optimizer took to propose this prompt.
+        val: Validation indices of a partial evaluation; ``None`` for the whole set when
+            ``queries`` is ``None`` (see :class:`~iclopt.bandits.Trial`).
+        n_queries: How many queries the score rests on.
+        signal: Mean continuous signal of the scorer over those queries.
+        calls: LLM calls the evaluation needed, cache hits included (what budgets count).
     """
 
     step: int
@@ -64,11 +70,15 @@ class TraceEntry:
     queries: tuple[int, ...] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     optimizer_seconds: float = 0.0
+    val: tuple[int, ...] | None = None
+    n_queries: int | None = None
+    signal: float | None = None
+    calls: int | None = None
 
     @property
     def on_val(self) -> bool:
-        """Whether the score is a validation score (not a re-scoring on pool queries)."""
-        return self.queries is None
+        """Whether the score is on the whole validation set (not partial, not pool queries)."""
+        return self.queries is None and self.val is None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -76,7 +86,11 @@ class TraceEntry:
             "step": self.step,
             **self.prompt.as_dict(),
             "score": self.score,
-            "queries": "val" if self.queries is None else list(self.queries),
+            "queries": "val" if self.on_val else list(self.queries or ()),
+            "val": None if self.val is None else list(self.val),
+            "n_queries": self.n_queries,
+            "signal": self.signal,
+            "calls": self.calls if self.calls is not None else self.llm_calls + self.cache_hits,
             "source": self.info.get("source"),
             "info": _json_safe(self.info),
             "llm_calls": self.llm_calls,
@@ -129,15 +143,17 @@ def run_search(
         and (budget.max_prompt_tokens is None)
     ):
         raise InputDataError("a search needs a budget: set max_evaluations, calls or tokens")
-    optimizer.setup(evaluator.task, budget=budget.max_evaluations)
+    optimizer.setup(
+        evaluator.task, budget=budget.max_evaluations, query_budget=query_budget(evaluator, budget)
+    )
     trace: list[TraceEntry] = []
-    done: dict[tuple[Prompt, tuple[int, ...] | None], float] = {}
+    done: dict[Any, float] = {}
     told: set[int] = set()  # study trials whose score the optimizer knows
     repeats = 0
     waits = 0
     cap = budget.max_evaluations
     # trials skipped because another worker was evaluating them: taken over if that fails
-    pending: dict[tuple[Prompt, tuple[int, ...] | None], Trial] = {}
+    pending: dict[Any, Trial] = {}
     while not budget.exhausted:
         known = None
         retry = None
@@ -206,7 +222,7 @@ def run_search(
                 continue
             waits = 0
             trial_id = reservation.trial_id
-        queries = None if trial.queries is None else [evaluator.task.pool[i] for i in trial.queries]
+        queries = trial_queries(evaluator.task, trial)
         start = time.perf_counter()
         try:
             if study is not None and trial_id is not None:
@@ -238,7 +254,7 @@ def run_search(
                 },
             )
             told.add(trial_id)
-        optimizer.tell(trial, ev.score)
+        optimizer.tell(trial, ev.score, per_query=ev.per_example)
         entry = TraceEntry(
             step=len(trace),
             prompt=trial.prompt,
@@ -250,6 +266,10 @@ def run_search(
             queries=trial.queries,
             info=dict(trial.info),
             optimizer_seconds=asked,
+            val=trial.val,
+            n_queries=len(ev.per_example),
+            signal=ev.signal,
+            calls=ev.cost.calls,
         )
         trace.append(entry)
         if on_step is not None:
@@ -262,6 +282,29 @@ def run_search(
     return study_trace(trials)
 
 
+def query_budget(evaluator: Evaluator, budget: Budget) -> int | None:
+    """Query scorings ``budget`` allows (``None`` with no call or evaluation cap).
+
+    The call cap over the calls one query costs, or the evaluation cap times the
+    validation set, whichever is smaller.
+    """
+    caps = []
+    if budget.max_llm_calls is not None:
+        caps.append(budget.max_llm_calls // max(1, evaluator.calls_per_query()))
+    if budget.max_evaluations is not None:
+        caps.append(budget.max_evaluations * len(evaluator.task.val))
+    return min(caps) if caps else None
+
+
+def trial_queries(task: Any, trial: Trial) -> list[Any] | None:
+    """The examples a trial is scored on (``None``: the validation set)."""
+    if trial.full:
+        return None
+    out = [task.val[j] for j in trial.val or ()]
+    out += [task.pool[i] for i in trial.queries or ()]
+    return out
+
+
 def _example_dict(ex: Any) -> dict[str, Any]:
     out = ex.output if isinstance(ex.output, str) else list(ex.output)
     return {"id": ex.id, "input": ex.input, "output": out}
@@ -271,7 +314,7 @@ def _observe_study(
     optimizer: Optimizer,
     trials: Sequence[StudyTrial],
     told: set[int],
-    done: dict[tuple[Prompt, tuple[int, ...] | None], float],
+    done: dict[Any, float],
     cap: int | None,
 ) -> bool:
     """Tell the optimizer the trials completed since last time; whether the budget is taken."""

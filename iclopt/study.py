@@ -253,9 +253,9 @@ class StudyTrial:
     attrs: dict[str, Any]
 
     @property
-    def key(self) -> tuple[Prompt, tuple[int, ...] | None]:
+    def key(self) -> tuple[Prompt, tuple[int, ...] | None, None]:
         """What identifies an evaluation: the prompt and its query set."""
-        return (self.prompt, self.queries)
+        return (self.prompt, self.queries, None)
 
     @property
     def live(self) -> bool:
@@ -494,7 +494,7 @@ class SharedStudy:
         from optuna.distributions import IntDistribution
         from optuna.trial import FrozenTrial, TrialState
 
-        key = (prompt, queries)
+        key = (prompt, queries, None)
         live = admitted(self.trials() if known is None else known, budget)
         for t in live:
             if t.key == key:

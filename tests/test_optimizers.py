@@ -29,11 +29,12 @@ FAST = {
     "gp": {"n_random": 200, "n_ot_draw": 200, "n_ot_keep": 20, "n_init": 3, "fit_maxiter": 20},
     "tpe": {"n_init": 3},
     "best-of-n": {},
+    "race": {"chunk": 4},
 }
 
 
 def _objects(name):
-    return {} if name in ("best-of-n", "tpe") else {"embedder": FakeEmbedder(dim=32)}
+    return {} if name in ("best-of-n", "tpe", "race") else {"embedder": FakeEmbedder(dim=32)}
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())

@@ -296,16 +296,14 @@ class EvaluatorAttributor(Attributor):
         """Per-query utility of one evaluation."""
         if kind == "metric":
             return np.array([float(r["score"]) for r in rows])
+        from iclopt.scoring import gold_label_logprob
+
         out = []
         for r, q in zip(rows, queries):
-            lps = r["label_logprobs"]
-            labels = list(lps)
-            vals = np.array([lps[lab] for lab in labels], dtype=np.float64)
-            norm = vals - np.logaddexp.reduce(vals)
-            gold = [norm[labels.index(a)] for a in q.answers if a in lps]
-            if not gold:
+            try:
+                out.append(gold_label_logprob(r["label_logprobs"], q.answers))
+            except InputDataError:
                 raise InputDataError(
                     f"query {q.id!r}: its answer {q.target!r} is not in the label set"
-                )
-            out.append(max(gold))
+                ) from None
         return np.array(out)

@@ -9,6 +9,7 @@ neural     iclopt's bandit: Thompson-sampled ensemble on slot features, local mo
            re-scoring of the top prompts on extra queries
 gp         BoTorch SingleTaskGP + LogEI on PCA slot features
 tpe        Optuna multivariate TPE over k categorical slots (MIPROv2's search)
+race       racing over queries with an additive Thompson-sampled model of demos
 ========== ==========================================================================
 """
 
@@ -26,6 +27,7 @@ from iclopt.bandits.ease import EASE
 from iclopt.bandits.gp import GPBandit
 from iclopt.bandits.model_based import ModelBasedOptimizer
 from iclopt.bandits.neural import NeuralBandit
+from iclopt.bandits.race import RacingOptimizer
 from iclopt.bandits.random_search import RandomSearch
 from iclopt.bandits.tpe import TPEBandit
 
@@ -40,6 +42,7 @@ DESCRIPTIONS = {
     "neural": "ensemble Thompson sampling on slot features, local moves, re-scoring",
     "gp": "BoTorch SingleTaskGP + LogEI on PCA slot features",
     "tpe": "Optuna multivariate TPE over k categorical slots (MIPROv2-style)",
+    "race": "racing over queries: additive model of demos/slots, Thompson sampling, halving",
 }
 
 __all__ = [
@@ -51,6 +54,7 @@ __all__ = [
     "ModelBasedOptimizer",
     "NeuralBandit",
     "Optimizer",
+    "RacingOptimizer",
     "RandomSearch",
     "SearchSpaceExhausted",
     "TPEBandit",

@@ -67,23 +67,37 @@ def space_size(pool_size: int, k: int, n_instructions: int = 1) -> int:
 class Trial:
     """One thing to evaluate: a prompt, on which queries, and why it was chosen.
 
+    The query set is the validation set when both ``queries`` and ``val`` are ``None``;
+    otherwise it is the validation examples ``val`` names followed by the pool examples
+    ``queries`` names (a partial evaluation, which a racing method extends later on
+    other queries; the cache makes a query already scored for a prompt free to read but
+    not free to count).
+
     Attributes:
         prompt: The prompt to score.
-        queries: ``None`` to score on the validation set; otherwise ids of POOL examples
-            used as extra labelled queries (re-scoring; never ids of ``prompt.demos``).
+        queries: Ids of POOL examples used as extra labelled queries (never ids of
+            ``prompt.demos``); ``None`` for none.
         info: Diagnostics recorded in the trace: ``source`` (``initial``, ``random``,
-            ``ot``, ``local``, ``rescore``, ...) and, for model-based methods, the
-            predicted ``mean``, its ``std`` and the ``acquisition`` value.
+            ``ot``, ``local``, ``rescore``, ``race``, ...) and, for model-based methods,
+            the predicted ``mean``, its ``std`` and the ``acquisition`` value.
+        val: Indices into the validation set for a partial evaluation; ``None`` for the
+            whole set when ``queries`` is ``None``, for none otherwise.
     """
 
     prompt: Prompt
     queries: tuple[int, ...] | None = None
     info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    val: tuple[int, ...] | None = None
 
     @property
-    def key(self) -> tuple[Prompt, tuple[int, ...] | None]:
+    def key(self) -> tuple[Prompt, tuple[int, ...] | None, tuple[int, ...] | None]:
         """What identifies an evaluation: the prompt and its query set."""
-        return (self.prompt, self.queries)
+        return (self.prompt, self.queries, self.val)
+
+    @property
+    def full(self) -> bool:
+        """Whether the query set is the whole validation set."""
+        return self.queries is None and self.val is None
 
 
 class Optimizer(ABC):
@@ -110,13 +124,18 @@ class Optimizer(ABC):
         self.seed = seed
         self.instructions = instructions
 
-    def setup(self, task: Task, *, budget: int | None = None) -> None:
+    def setup(
+        self, task: Task, *, budget: int | None = None, query_budget: int | None = None
+    ) -> None:
         """Validate parameters against ``task`` and reset the search state.
 
         Args:
             task: The task searched.
             budget: The number of evaluations the search may spend, when known (model-based
                 optimizers size their initial design and re-scoring phase with it).
+            query_budget: The number of query scorings the search may spend, when known
+                (racing methods plan their schedule with it; default: ``budget`` full
+                validation evaluations).
         """
         name = type(self).__name__
         n = len(task.pool)
@@ -132,6 +151,11 @@ class Optimizer(ABC):
             raise InputDataError(f"The 'instructions' parameter of {name} has duplicates.")
         self.task_ = task
         self.budget_ = budget
+        self.query_budget_ = (
+            query_budget
+            if query_budget is not None
+            else (budget * len(task.val) if budget is not None else None)
+        )
         self.rng_ = np.random.default_rng(self.seed)
         self.history_: list[tuple[Prompt, float]] = []
         self.seen_: set[Prompt] = set()
@@ -158,9 +182,23 @@ class Optimizer(ABC):
         """
         return Trial(self.suggest(), info={"source": "random"})
 
-    def tell(self, trial: Trial, reward: float) -> None:
-        """Learn from the score of an asked trial (the default: :meth:`observe`)."""
-        if trial.queries is None:
+    def tell(
+        self,
+        trial: Trial,
+        reward: float,
+        *,
+        per_query: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """Learn from the score of an asked trial (the default: :meth:`observe`).
+
+        Args:
+            trial: The trial asked.
+            reward: Its score (the mean task metric over its queries).
+            per_query: The evaluation's per-query records (``id``, ``score``, ``signal``),
+                in the trial's query order, when the loop has them (a trial told from a
+                shared study has only its reward).
+        """
+        if trial.full:
             self.observe(trial.prompt, reward)
 
     def recommend(self) -> tuple[Prompt, dict[str, Any]]:

@@ -180,7 +180,9 @@ class EASE(ModelBasedOptimizer):
             "n_batches": self.n_batches,
         }
 
-    def setup(self, task: Any, *, budget: int | None = None) -> None:
+    def setup(
+        self, task: Any, *, budget: int | None = None, query_budget: int | None = None
+    ) -> None:
         """Validate, embed, and build the network with its fixed initial weights."""
         for pname in ("hidden", "depth", "steps", "n_random", "n_keep", "n_batches"):
             v = getattr(self, pname)
@@ -200,7 +202,7 @@ class EASE(ModelBasedOptimizer):
             import torch  # noqa: F401
         except ImportError:  # pragma: no cover
             raise MissingDependencyError("ease needs torch: pip install torch") from None
-        super().setup(task, budget=budget)
+        super().setup(task, budget=budget, query_budget=query_budget)
         from iclopt.embedders.sequence import PromptTextFeatures
 
         self.features_ = PromptTextFeatures(self.embedder_).fit(task)

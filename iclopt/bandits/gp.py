@@ -117,7 +117,9 @@ class GPBandit(ModelBasedOptimizer):
             "fit_maxiter": self.fit_maxiter,
         }
 
-    def setup(self, task: Any, *, budget: int | None = None) -> None:
+    def setup(
+        self, task: Any, *, budget: int | None = None, query_budget: int | None = None
+    ) -> None:
         """Validate, embed the pool and fit the PCA of the slot features."""
         _import_botorch()
         v = self.n_components
@@ -126,7 +128,7 @@ class GPBandit(ModelBasedOptimizer):
                 f"The 'n_components' parameter of GPBandit must be an int in [1, inf). "
                 f"Got {v!r} instead."
             )
-        super().setup(task, budget=budget)
+        super().setup(task, budget=budget, query_budget=query_budget)
         self.slots_ = SlotPCA(self.embedder_, int(self.n_components), self.instructions).fit(task)
         z = self.slots_.pool_z_
         lo, hi = z.min(axis=0), z.max(axis=0)

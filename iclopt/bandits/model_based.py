@@ -233,14 +233,16 @@ class ModelBasedOptimizer(Optimizer):
             "embedder": embedder_config(self.embedder),
         }
 
-    def setup(self, task: Task, *, budget: int | None = None) -> None:
+    def setup(
+        self, task: Task, *, budget: int | None = None, query_budget: int | None = None
+    ) -> None:
         """Validate, build the initial design and (if needed) embed the pool and val set.
 
         Raises:
             InputDataError: Bad parameters, or a budget smaller than the initial design.
             MissingDependencyError: The encoder (or another optional package) is missing.
         """
-        super().setup(task, budget=budget)
+        super().setup(task, budget=budget, query_budget=query_budget)
         name = type(self).__name__
         if self.n_init is not None and (
             not isinstance(self.n_init, (int, np.integer))

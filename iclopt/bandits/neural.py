@@ -175,7 +175,9 @@ class NeuralBandit(ModelBasedOptimizer):
             "n_rescore": self.n_rescore,
         }
 
-    def setup(self, task: Any, *, budget: int | None = None) -> None:
+    def setup(
+        self, task: Any, *, budget: int | None = None, query_budget: int | None = None
+    ) -> None:
         """Validate, embed the pool once, and plan the re-scoring phase."""
         for pname in ("n_components", "n_members", "hidden", "steps", "n_rescore"):
             v = getattr(self, pname)
@@ -196,7 +198,7 @@ class NeuralBandit(ModelBasedOptimizer):
                 f"The 'rescore' parameter of NeuralBandit must be a float in [0, 1). "
                 f"Got {self.rescore!r} instead."
             )
-        super().setup(task, budget=budget)
+        super().setup(task, budget=budget, query_budget=query_budget)
         self.features_ = SlotPCA(self.embedder_, int(self.n_components), self.instructions)
         self.features_.fit(task)
         self.X_: list[np.ndarray] = []
@@ -218,7 +220,13 @@ class NeuralBandit(ModelBasedOptimizer):
         super().observe(prompt, reward)
         self.X_.append(self.features_([prompt])[0])
 
-    def tell(self, trial: Trial, reward: float) -> None:
+    def tell(
+        self,
+        trial: Trial,
+        reward: float,
+        *,
+        per_query: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
         """Validation scores train the ensemble; re-scores feed the final choice."""
         self.evaluations_ += 1
         if trial.queries is None:

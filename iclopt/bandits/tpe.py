@@ -121,7 +121,9 @@ class TPEBandit(ModelBasedOptimizer):
             "n_ei_candidates": self.n_ei_candidates,
         }
 
-    def setup(self, task: Any, *, budget: int | None = None) -> None:
+    def setup(
+        self, task: Any, *, budget: int | None = None, query_budget: int | None = None
+    ) -> None:
         """Validate and create the Optuna study with the initial design enqueued."""
         try:
             import optuna
@@ -129,7 +131,7 @@ class TPEBandit(ModelBasedOptimizer):
             raise MissingDependencyError(
                 "the tpe method needs Optuna: pip install 'iclopt[opt]'"
             ) from None
-        super().setup(task, budget=budget)
+        super().setup(task, budget=budget, query_budget=query_budget)
         n = len(task.pool)
         self.distributions_: dict[str, Any] = {
             f"slot_{j}": optuna.distributions.CategoricalDistribution(list(range(n)))

@@ -93,6 +93,8 @@ class ScoringMode(str, Enum):
     auto = "auto"
     generate = "generate"
     labels = "labels"
+    label_prob = "label-prob"
+    gold_logprob = "gold-logprob"
 
 
 # Options shared by `optimize` and `compare`.
@@ -155,7 +157,7 @@ O_TEMPLATE = typer.Option(
 )
 O_SCORING = typer.Option(
     ScoringMode.auto,
-    help="'generate' (greedy answer, then the metric), 'labels' (most likely label), or 'auto' (labels for classification tasks).",
+    help="How a query is answered and measured (see `iclopt methods`): 'generate' (greedy answer, then the metric), 'labels' (most likely label), 'label-prob' (most likely label; the gold label's probability is the signal a search learns from), 'gold-logprob' (greedy answer; the gold answer's likelihood as the signal, one more call per query), or 'auto' (label-prob for classification tasks, else generate). The score is always the task metric.",
 )
 O_MAX_NEW_TOKENS = typer.Option(
     None,
@@ -219,7 +221,10 @@ def read_instructions(
             raise InputDataError(
                 f"{instructions_file}: not valid UTF-8 (byte {exc.start})"
             ) from None
-        found += [line.strip() for line in text.splitlines() if line.strip()]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise InputDataError(f"{instructions_file}: no instruction in it (empty or blank lines)")
+        found += lines
     return found or [None]
 
 
@@ -336,7 +341,9 @@ def load_llm(
 
 
 def describe(the_task: Any, llm: Any, scoring: ScoringMode) -> None:
-    labels = scoring == ScoringMode.labels or (scoring == ScoringMode.auto and the_task.labels)
+    labels = scoring in (ScoringMode.labels, ScoringMode.label_prob) or (
+        scoring == ScoringMode.auto and the_task.labels
+    )
     labels = labels and llm.scores_logprobs()  # an API server may return no log-probabilities
     metric = the_task.metric if isinstance(the_task.metric, str) else "custom"
     err.print(

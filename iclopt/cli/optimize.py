@@ -78,11 +78,11 @@ def optimize(
     budget: int = typer.Option(
         60,
         min=1,
-        help="Validation evaluations the search may spend (each scores one prompt on every validation query).",
+        help="Validation evaluations the search may spend (each scores one prompt on every validation query); a racing method spends the LLM calls of this many evaluations on partial ones.",
     ),
     method: str = typer.Option(
         DEFAULT_METHOD,
-        help="Search method: neural, ease, gp, tpe or best-of-n (see `iclopt methods`).",
+        help="Search method (see `iclopt methods`): race (racing over queries with an additive model of demonstrations), best-of-n (random search), neural, ease, gp, tpe.",
     ),
     model: str = O_MODEL,
     base_url: str = O_BASE_URL,
@@ -117,7 +117,9 @@ def optimize(
     max_new_tokens: int = O_MAX_NEW_TOKENS,
     keep_overlap: bool = O_KEEP_OVERLAP,
     max_llm_calls: int = typer.Option(
-        None, min=1, help="Optional hard cap on LLM calls (cache hits are free)."
+        None,
+        min=1,
+        help="Hard cap on LLM calls, cache hits included (a query costs one call, one per label under label scoring). Methods compared at equal calls get equal budgets; at least one evaluation's calls.",
     ),
     max_prompt_tokens: int = typer.Option(
         None, min=1, help="Optional hard cap on prompt tokens sent to the LLM."
@@ -295,18 +297,44 @@ def _search(
                 highlight=False,
                 markup=False,
             )
+        from iclopt.api import estimate_search
+
         llm = load_llm(model, **llm_options)
         describe(the_task, llm, scoring)
+        est = estimate_search(
+            the_task,
+            llm,
+            k=search["k"],
+            budget=budget,
+            method=search["method"],
+            scoring=search["scoring"],
+            template=search["template"],
+            max_llm_calls=search["max_llm_calls"],
+            seed=search["seed"],
+        )
+        if not quiet:
+            err.print(
+                f"estimate: {est['calls']:,} LLM calls ({est['calls_per_query']} per query, "
+                f"cache hits included), ~{est['prompt_tokens']:,} prompt tokens; "
+                f"method {search['method']}, scorer {est['scorer']}",
+                highlight=False,
+                markup=False,
+            )
         best = [float("-inf")]
         tracker: list[Any] = []  # the study, opened once for the progress bar
         with progress_bar(quiet) as progress:
-            bar = progress.add_task("searching", total=budget, note="")
+            by_calls = storage is None
+            bar = progress.add_task(
+                "searching (LLM calls)" if by_calls else "searching",
+                total=est["calls"] if by_calls else budget,
+                note="",
+            )
 
             def on_step(entry: Any, ev: Any) -> None:
                 if entry.on_val:
                     best[0] = max(best[0], entry.score)
                 src = entry.info.get("source") or ""
-                note = f"best val {best[0]:.3f} ({src})"
+                note = f"best val {best[0]:.3f} ({src})" if best[0] > float("-inf") else src
                 if storage is not None and study is not None:  # every worker's trials
                     from iclopt.study import SharedStudy
 
@@ -319,7 +347,7 @@ def _search(
                     note = f"best val {best[0]:.3f} ({src}; study)"
                     progress.update(bar, completed=len(done), note=note)
                     return
-                progress.update(bar, advance=1, note=note)
+                progress.update(bar, advance=entry.calls or 0, note=note)
 
             result = run_optimize(the_task, llm=llm, on_step=on_step, **search, **shared)
         for i, f in enumerate(futures, start=2):

@@ -36,7 +36,9 @@ def drive(
 ) -> list[Trial]:
     """Set up ``opt`` and run ``budget`` ask/tell steps with ``reward`` (default synthetic).
 
-    Stops early when the optimizer reports the space exhausted.
+    Each tell carries per-query records (the reward plus a small deterministic per-query
+    offset, as ``score`` and ``signal``) in the trial's query order. Stops early when the
+    optimizer reports the space exhausted.
     """
     opt.setup(task, budget=budget)
     trials: list[Trial] = []
@@ -46,13 +48,16 @@ def drive(
         except SearchSpaceExhausted:
             break
         r = reward(t) if reward is not None else synthetic_reward(t.prompt, len(task.pool))
-        opt.tell(t, r)
+        ids = [f"v{j}" for j in (range(len(task.val)) if t.full else t.val or ())]
+        ids += [f"p{i}" for i in t.queries or ()]
+        rows = [{"id": q, "score": r, "signal": r + ((hash(q) % 7) - 3) / 100.0} for q in ids]
+        opt.tell(t, r, per_query=rows)
         trials.append(t)
     return trials
 
 
 def _key(trials: list[Trial]) -> list[Any]:
-    return [(t.prompt, t.queries) for t in trials]
+    return [t.key for t in trials]
 
 
 def check_optimizer(
@@ -69,8 +74,9 @@ def check_optimizer(
 
     Checks: every prompt has k distinct in-pool ids and an instruction from the
     candidates; nothing is proposed twice (re-scoring trials use pool queries outside the
-    prompt, each (prompt, queries) once); the same seed and the same observations give the
-    same trials, a different seed different ones; the config is JSON and
+    prompt, each (prompt, queries) once; a racing optimizer's partial trials name valid,
+    distinct validation and pool queries and never score a prompt on a query twice); the
+    same seed and the same observations give the same trials, a different seed different ones; the config is JSON and
     :meth:`~Optimizer.from_config` rebuilds an optimizer that replays the same trials; the
     recommendation is an evaluated prompt; the pool is untouched; k outside [1, pool]
     raises :class:`InputDataError`; a budget smaller than an explicit initial design raises
@@ -97,7 +103,8 @@ def check_optimizer(
 
     a = drive(make(0), task, budget)
     assert len(a) == budget, f"{name}: stopped after {len(a)} of {budget} steps"
-    val = [t for t in a if t.queries is None]
+    races = bool(getattr(cls, "partial_evaluations", False))
+    val = [t for t in a if t.full]
     for t in a:
         p = t.prompt
         assert len(p.demos) == k, f"{name}: {len(p.demos)} demos, asked for {k}"
@@ -106,9 +113,25 @@ def check_optimizer(
         assert p.instruction in instructions, f"{name}: unknown instruction {p.instruction!r}"
         assert "source" in t.info, f"{name}: trial without a source in its diagnostics"
         if t.queries is not None:
-            assert t.prompt in {v.prompt for v in val}, f"{name}: re-scored an unseen prompt"
+            if not races:
+                assert t.prompt in {v.prompt for v in val}, f"{name}: re-scored an unseen prompt"
             assert not set(t.queries) & set(p.demos), f"{name}: re-scoring query in the prompt"
             assert all(0 <= i < len(task.pool) for i in t.queries), f"{name}: query ids"
+            assert len(set(t.queries)) == len(t.queries), f"{name}: a query twice in a trial"
+        if t.val is not None:
+            assert races, f"{name}: a partial validation trial without partial_evaluations"
+            assert all(0 <= j < len(task.val) for j in t.val), f"{name}: validation ids"
+            assert len(set(t.val)) == len(t.val), f"{name}: a query twice in a trial"
+        if not t.full:
+            assert t.queries or t.val, f"{name}: a trial with no queries"
+    if races:  # no (prompt, query) pair is paid for twice
+        pairs = [
+            (t.prompt, q)
+            for t in a
+            for q in [("v", j) for j in (range(len(task.val)) if t.full else t.val or ())]
+            + [("p", i) for i in t.queries or ()]
+        ]
+        assert len(set(pairs)) == len(pairs), f"{name}: scored a prompt on a query twice"
     assert len({v.prompt for v in val}) == len(val), f"{name}: proposed a prompt twice"
     assert len(set(_key(a))) == len(a), f"{name}: repeated a (prompt, queries) trial"
     assert task.pool == before, f"{name}: modified the pool"
@@ -128,7 +151,8 @@ def check_optimizer(
     used = make(0)
     drive(used, task, budget)
     best, why = used.recommend()
-    assert best in {v.prompt for v in val}, f"{name}: recommended an unevaluated prompt"
+    evaluated = {t.prompt for t in a} if races else {v.prompt for v in val}
+    assert best in evaluated, f"{name}: recommended an unevaluated prompt"
     assert isinstance(why, dict) and json.loads(json.dumps(why)) == why, f"{name}: reason"
 
     for bad in (0, len(task.pool) + 1):

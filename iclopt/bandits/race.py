@@ -1,0 +1,463 @@
+"""Racing over queries with an additive model of demonstrations: iclopt's default search.
+
+Random search spends its budget scoring every prompt on the same 20 validation queries
+and keeps the highest raw score, which is the luckiest one. This method spends the same
+LLM calls differently:
+
+1. **Breadth on few queries.** Random prompts, each scored on a few queries: some of the
+   validation set (the least used ones, so every validation query is seen equally) and
+   some labelled pool examples that are not in the prompt (leave-prompt-out queries,
+   weighted less, since pool labels can be wrong).
+2. **A model that pools the evidence.** Every per-query outcome (the scorer's continuous
+   signal: the gold label's probability for classification) trains an additive model of
+   query difficulty, demonstration effects, slot effects and a per-prompt residual
+   (:class:`~iclopt.bandits.additive.AdditiveModel`), so a demonstration is judged by
+   every prompt it appeared in.
+3. **Thompson sampling picks what to score next**: a posterior draw ranks the best new
+   prompt (an assignment of demonstrations to slots) against every prompt already seen;
+   a new winner is scored on a few queries, a seen one is extended on queries it has not
+   been scored on (racing: the promising get more queries). A share of the steps replaces
+   the demonstration of the incumbent that the model holds most harmful (attribution-
+   guided moves, as PIAST does with Shapley estimates).
+4. **Successive halving over finalists** (TRIPLE, Shi et al. NeurIPS 2024; HbBoPs,
+   Schneider et al. ICML 2025): the prompts with the highest posterior mean are scored on
+   the validation queries they have not seen and on more pool queries, the worse half is
+   dropped each round, and the final answer is the survivor with the highest posterior
+   mean, which shrinks a lucky score towards what its parts predict.
+
+Pool items that the model finds harmful with confidence are taken out of the query pool
+(a mislabeled item is both a harmful demonstration and a misleading query).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from iclopt.bandits.additive import AdditiveModel, Posterior
+from iclopt.bandits.base import Optimizer, SearchSpaceExhausted, Trial, register_optimizer
+from iclopt.data import Task
+from iclopt.errors import InputDataError
+from iclopt.prompts import Prompt
+
+__all__ = ["RacingOptimizer"]
+
+
+def _fraction(name: str, value: Any, cls: str, *, low: float = 0.0, high: float = 1.0) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InputDataError(
+            f"The {name!r} parameter of {cls} must be a float in [{low}, {high}]. "
+            f"Got {value!r} instead."
+        )
+
+
+def _count(name: str, value: Any, cls: str, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise InputDataError(
+            f"The {name!r} parameter of {cls} must be an int in [{low}, inf). "
+            f"Got {value!r} instead."
+        )
+
+
+@register_optimizer("race")
+class RacingOptimizer(Optimizer):
+    """Racing over queries, guided by an additive Thompson-sampled model of demonstrations.
+
+    Budgets are in query scorings (``query_budget`` of :meth:`setup`, which the search
+    loop derives from its call cap): every trial scores one prompt on a few queries.
+
+    Args:
+        k: Demonstrations per prompt.
+        seed: RNG seed; ``None`` for fresh entropy.
+        instructions: Candidate instructions searched jointly.
+        explore: Share of the query budget spent on random prompts first.
+        final: Share spent on successive halving over the finalists at the end.
+        chunk: Queries per trial before the final phase (half validation, half pool).
+        pool_queries: Use pool examples outside the prompt as extra queries.
+        pool_weight: Weight of a pool query against a validation query in the model.
+        replace_share: Share of the model-guided steps that replace the incumbent's most
+            harmful demonstration instead of a Thompson draw.
+        n_finalists: Prompts entering successive halving.
+        prior: Prior standard deviations of the model (see
+            :class:`~iclopt.bandits.additive.AdditiveModel`).
+
+    Example:
+        >>> from iclopt.datasets import get_task
+        >>> opt = RacingOptimizer(k=3, seed=0)
+        >>> opt.setup(get_task("sentiment"), query_budget=200)
+        >>> t = opt.ask(); len(t.prompt.demos), t.info["source"]
+        (3, 'explore')
+    """
+
+    #: Trials score prompts on parts of the validation set and on pool queries.
+    partial_evaluations: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        k: int = 5,
+        seed: int | None = None,
+        instructions: Sequence[str | None] = (None,),
+        explore: float = 0.4,
+        final: float = 0.25,
+        chunk: int = 8,
+        pool_queries: bool = True,
+        pool_weight: float = 0.5,
+        replace_share: float = 0.25,
+        n_finalists: int = 6,
+        prior: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__(k=k, seed=seed, instructions=instructions)
+        self.explore = explore
+        self.final = final
+        self.chunk = chunk
+        self.pool_queries = pool_queries
+        self.pool_weight = pool_weight
+        self.replace_share = replace_share
+        self.n_finalists = n_finalists
+        self.prior = prior
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON form)."""
+        return {
+            **super().config(),
+            "explore": self.explore,
+            "final": self.final,
+            "chunk": int(self.chunk),
+            "pool_queries": bool(self.pool_queries),
+            "pool_weight": self.pool_weight,
+            "replace_share": self.replace_share,
+            "n_finalists": int(self.n_finalists),
+            "prior": None if self.prior is None else dict(self.prior),
+        }
+
+    # ------------------------------------------------------------------ setup
+    def setup(
+        self, task: Task, *, budget: int | None = None, query_budget: int | None = None
+    ) -> None:
+        """Validate parameters, plan the phases over the query budget, reset the model."""
+        super().setup(task, budget=budget, query_budget=query_budget)
+        name = type(self).__name__
+        _fraction("explore", self.explore, name)
+        _fraction("final", self.final, name)
+        _fraction("pool_weight", self.pool_weight, name)
+        _fraction("replace_share", self.replace_share, name)
+        if self.explore + self.final > 1.0:
+            raise InputDataError(
+                f"explore + final of {name} must be at most 1. "
+                f"Got {self.explore} + {self.final} instead."
+            )
+        _count("chunk", self.chunk, name, 2)
+        _count("n_finalists", self.n_finalists, name, 1)
+        if not task.val:
+            raise InputDataError(f"{name} needs validation queries; task {task.name!r} has none")
+        total = self.query_budget_ if self.query_budget_ is not None else 60 * len(task.val)
+        if total < 2 * self.chunk:
+            raise InputDataError(
+                f"a budget of {total} query scorings cannot fit {name}'s schedule "
+                f"(it needs at least two trials of {self.chunk} queries)"
+            )
+        self.total_ = int(total)
+        self.n_val_ = len(task.val)
+        n_pool = len(task.pool)
+        self.model_ = AdditiveModel(
+            n_queries=self.n_val_ + n_pool,
+            n_demos=n_pool,
+            k=int(self.k),
+            n_instructions=len(self.instructions),
+            prior=self.prior,
+        )
+        self.spent_ = 0
+        self.index_: dict[Prompt, int] = {}  # prompt -> dense index in the model
+        self.scored_: dict[Prompt, set[int]] = {}  # prompt -> query columns scored
+        self.val_uses_ = np.zeros(self.n_val_, dtype=np.int64)
+        self.pool_uses_ = np.zeros(n_pool, dtype=np.int64)
+        self.suspects_: set[int] = set()
+        self.post_: Posterior | None = None
+        self.stale_ = True
+        self.finalists_: list[Prompt] = []
+        self.final_round_ = 0
+        self.final_queue_: list[Prompt] = []
+        self.steps_ = 0
+
+    # ------------------------------------------------------------------ queries
+    def _pick_queries(self, prompt: Prompt, n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``n`` queries ``prompt`` has not been scored on: (val indices, pool ids).
+
+        Validation queries first among the least used; pool queries (when enabled) fill
+        the other half, never the prompt's own demonstrations or suspect items.
+        """
+        seen = self.scored_.get(prompt, set())
+        val_free = [j for j in range(self.n_val_) if j not in seen]
+        pool_free: list[int] = []
+        if self.pool_queries:
+            demos = set(prompt.demos)
+            pool_free = [
+                i
+                for i in range(len(self.task_.pool))
+                if i not in demos and i not in self.suspects_ and self.n_val_ + i not in seen
+            ]
+        n_pool = min(len(pool_free), n // 2) if self.pool_queries else 0
+        n_val = min(len(val_free), n - n_pool)
+        n_pool = min(len(pool_free), n - n_val)
+        jitter = self.rng_.random(self.n_val_)
+        val = sorted(val_free, key=lambda j: (self.val_uses_[j], jitter[j]))[:n_val]
+        pj = self.rng_.random(len(self.task_.pool))
+        pool = sorted(pool_free, key=lambda i: (self.pool_uses_[i], pj[i]))[:n_pool]
+        return tuple(sorted(val)), tuple(sorted(pool))
+
+    def _trial(self, prompt: Prompt, n: int, info: dict[str, Any]) -> Trial | None:
+        n = min(n, self.total_ - self.spent_)
+        if n < 1:
+            return None
+        val, pool = self._pick_queries(prompt, n)
+        if not val and not pool:
+            return None
+        return Trial(prompt, queries=pool, val=val, info=info)
+
+    # ------------------------------------------------------------------ model
+    def _posterior(self) -> Posterior:
+        if self.post_ is None or self.stale_:
+            self.post_ = self.model_.fit()
+            self.stale_ = False
+            self._update_suspects()
+        return self.post_
+
+    def _update_suspects(self) -> None:
+        """Pool items whose harm as a demonstration is confident stop serving as queries."""
+        if self.post_ is None or not self.pool_queries:
+            return
+        eff = self.model_.demo_effects(self.post_.mean)
+        sd = self.model_.demo_std(self.post_)
+        self.suspects_ = {int(i) for i in np.flatnonzero(eff + 2.0 * sd < 0.0)}
+
+    def _value(self, theta: np.ndarray, prompt: Prompt) -> float:
+        ins = self.instructions.index(prompt.instruction)
+        return self.model_.prompt_value(theta, prompt.demos, ins, prompt=self.index_.get(prompt))
+
+    def _ranked(self) -> list[Prompt]:
+        """Seen prompts by posterior mean of their value, best first."""
+        post = self._posterior()
+        return sorted(self.index_, key=lambda p: -self._value(post.mean, p))
+
+    def _best_new(self, theta: np.ndarray) -> Prompt:
+        """The unseen prompt with the highest value under ``theta`` (an assignment)."""
+        from scipy.optimize import linear_sum_assignment
+
+        scores = self.model_.slot_scores(theta)
+        ins = int(np.argmax(self.model_.instruction_effects(theta)))
+        rows, cols = linear_sum_assignment(-scores)
+        demos = [0] * int(self.k)
+        for r, c in zip(rows, cols):
+            demos[c] = int(r)
+        prompt = Prompt(instruction=self.instructions[ins], demos=tuple(demos))
+        if prompt not in self.index_:
+            return prompt
+        # the assignment is a seen prompt: the best single replacement that is new
+        order = np.argsort(-scores.max(axis=1))
+        for d in order:
+            for s in np.argsort(scores[list(demos), range(int(self.k))]):
+                cand = list(demos)
+                if int(d) in cand:
+                    continue
+                cand[int(s)] = int(d)
+                p = Prompt(instruction=prompt.instruction, demos=tuple(cand))
+                if p not in self.index_:
+                    return p
+        return self._random_prompt()
+
+    def _random_prompt(self) -> Prompt:
+        n = len(self.task_.pool)
+        for _ in range(1000):
+            demos = tuple(int(i) for i in self.rng_.choice(n, size=self.k, replace=False))
+            ins = self.instructions[int(self.rng_.integers(len(self.instructions)))]
+            p = Prompt(instruction=ins, demos=demos)
+            if p not in self.index_:
+                return p
+        raise SearchSpaceExhausted("no unseen prompt found in 1000 random draws")
+
+    def _replace_worst(self, post: Posterior, incumbent: Prompt) -> Prompt | None:
+        """The incumbent with its most harmful demonstration replaced by the best unused one."""
+        theta = post.sample(self.rng_)
+        scores = self.model_.slot_scores(theta)
+        slots = [scores[d, s] for s, d in enumerate(incumbent.demos)]
+        worst = int(np.argmin(slots))
+        for d in np.argsort(-scores[:, worst]):
+            if int(d) in incumbent.demos:
+                continue
+            demos = list(incumbent.demos)
+            demos[worst] = int(d)
+            p = Prompt(instruction=incumbent.instruction, demos=tuple(demos))
+            if p not in self.index_:
+                return p
+        return None
+
+    # ------------------------------------------------------------------ ask / tell
+    def suggest(self) -> Prompt:
+        """The prompt of the next trial (see :meth:`ask`)."""
+        return self.ask().prompt
+
+    def ask(self) -> Trial:
+        """The next partial evaluation: explore, model-guided, or a halving round.
+
+        Raises:
+            SearchSpaceExhausted: The query budget is spent, or nothing is left to score.
+        """
+        self._check_setup()
+        if self.spent_ >= self.total_:
+            raise SearchSpaceExhausted("the query budget is spent")
+        self.steps_ += 1
+        left = self.total_ - self.spent_
+        final_start = self.total_ * (1.0 - self.final)
+        if self.spent_ < self.total_ * self.explore or not self.index_:
+            trial = self._trial(self._random_prompt(), self.chunk, {"source": "explore"})
+        elif self.spent_ < final_start and left > self.chunk:
+            trial = self._guided()
+        else:
+            trial = self._halving()
+        if trial is None:
+            raise SearchSpaceExhausted("no prompt has queries left to be scored on")
+        return trial
+
+    def _guided(self) -> Trial | None:
+        post = self._posterior()
+        ranked = self._ranked()
+        if self.rng_.random() < self.replace_share:
+            p = self._replace_worst(post, ranked[0])
+            if p is not None:
+                return self._trial(
+                    p, self.chunk, {"source": "replace-worst", "incumbent": ranked[0].as_dict()}
+                )
+        theta = post.sample(self.rng_)
+        new = self._best_new(theta)
+        u = self.rng_.normal(0.0, self.model_.prior["prompt"] * post.noise / 0.9)
+        best_value = self._value(theta, new) + u
+        best, source = new, "thompson"
+        for p in ranked[: 4 * self.n_finalists]:  # seen prompts compete with the new one
+            if len(self.scored_[p]) >= self.model_.n_queries - self.k:
+                continue
+            v = self._value(theta, p)
+            if v > best_value:
+                best, best_value, source = p, v, "extend"
+        info = {
+            "source": source,
+            "mean": self._value(post.mean, best),
+            "sample": best_value,
+        }
+        return self._trial(best, self.chunk, info)
+
+    def _halving(self) -> Trial | None:
+        """Successive halving: each round scores every survivor on as many new queries."""
+        if not self.finalists_:
+            self.finalists_ = self._ranked()[: self.n_finalists]
+            self.final_round_ = 0
+            self._plan_round()
+        while not self.final_queue_:
+            self.final_round_ += 1
+            if len(self.finalists_) > 1:
+                ranked = [p for p in self._ranked() if p in self.finalists_]
+                self.finalists_ = ranked[: max(1, (len(ranked) + 1) // 2)]
+            self._plan_round()
+            if self.final_round_ > 64:
+                return None
+        prompt = self.final_queue_.pop(0)
+        trial = self._trial(
+            prompt,
+            self.round_size_,
+            {"source": "halving", "round": self.final_round_, "survivors": len(self.finalists_)},
+        )
+        if trial is None and self.final_queue_:
+            return self._halving()
+        return trial
+
+    def _plan_round(self) -> None:
+        left = self.total_ - self.spent_
+        rounds_left = max(1, int(np.ceil(np.log2(max(1, len(self.finalists_))))) + 1)
+        per_round = max(1, left // rounds_left)
+        self.round_size_ = max(1, per_round // max(1, len(self.finalists_)))
+        self.final_queue_ = list(self.finalists_)
+
+    def tell(
+        self,
+        trial: Trial,
+        reward: float,
+        *,
+        per_query: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """Add the trial's per-query outcomes to the model.
+
+        Without per-query records (a trial told from elsewhere) the mean reward stands
+        for each of its queries.
+        """
+        self._check_setup()
+        prompt = trial.prompt
+        if prompt not in self.index_:
+            self.index_[prompt] = len(self.index_)
+            self.scored_[prompt] = set()
+            self.seen_.add(prompt)
+        # the order of the evaluation's records: validation queries, then pool queries
+        cols = list(range(self.n_val_)) if trial.full else list(trial.val or ())
+        cols += [self.n_val_ + i for i in trial.queries or ()]
+        rows = list(per_query) if per_query is not None else []
+        ins = self.instructions.index(prompt.instruction)
+        for n, col in enumerate(cols):
+            r = rows[n] if n < len(rows) else {}
+            y = r.get("signal")
+            y = float(r.get("score", reward)) if y is None else float(y)
+            w = 1.0 if col < self.n_val_ else float(self.pool_weight)
+            self.model_.add(
+                prompt=self.index_[prompt],
+                demos=prompt.demos,
+                instruction=ins,
+                query=col,
+                y=y,
+                weight=w,
+            )
+            self.scored_[prompt].add(col)
+            if col < self.n_val_:
+                self.val_uses_[col] += 1
+            else:
+                self.pool_uses_[col - self.n_val_] += 1
+        self.spent_ += len(cols)
+        self.history_.append((prompt, float(reward)))
+        self.stale_ = True
+
+    def recommend(self) -> tuple[Prompt, dict[str, Any]]:
+        """The survivor of the halving (else the best posterior mean) and why.
+
+        ``effect`` is the posterior mean of the prompt's part of the signal (its
+        demonstrations, slots, instruction and own residual), relative to the average
+        observation; ``posterior_std`` its uncertainty.
+
+        Raises:
+            InputDataError: Nothing has been observed yet.
+        """
+        if not getattr(self, "index_", None):
+            raise InputDataError("the optimizer has observed nothing yet")
+        post = self._posterior()
+        pool = self.finalists_ or list(self.index_)
+        # ties: more queries, then the raw mean signal; never "earliest"
+        best = max(
+            pool,
+            key=lambda p: (round(self._value(post.mean, p), 9), len(self.scored_[p])),
+        )
+        ins = self.instructions.index(best.instruction)
+        return best, {
+            "rule": "successive halving survivor with the highest posterior mean"
+            if self.finalists_
+            else "highest posterior mean",
+            "effect": self._value(post.mean, best),
+            "posterior_std": self.model_.prompt_std(post, best.demos, ins, self.index_[best]),
+            "queries": len(self.scored_[best]),
+            "finalists": [
+                {
+                    **p.as_dict(),
+                    "effect": self._value(post.mean, p),
+                    "queries": len(self.scored_[p]),
+                }
+                for p in (self.finalists_ or [])
+            ],
+            "suspects": sorted(self.suspects_),
+        }
