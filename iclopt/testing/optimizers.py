@@ -76,7 +76,8 @@ def check_optimizer(
     candidates; nothing is proposed twice (re-scoring trials use pool queries outside the
     prompt, each (prompt, queries) once; a racing optimizer's partial trials name valid,
     distinct validation and pool queries and never score a prompt on a query twice); the
-    same seed and the same observations give the same trials, a different seed different ones; the config is JSON and
+    same seed and the same observations give the same trials, a different seed different
+    ones; the config is JSON and
     :meth:`~Optimizer.from_config` rebuilds an optimizer that replays the same trials; the
     recommendation is an evaluated prompt; the pool is untouched; k outside [1, pool]
     raises :class:`InputDataError`; a budget smaller than an explicit initial design raises
