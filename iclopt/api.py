@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -15,7 +16,7 @@ import numpy as np
 from iclopt.bandits import DEFAULT_METHOD, OPTIMIZERS, Optimizer
 from iclopt.data import Task
 from iclopt.embedders.base import Embedder
-from iclopt.errors import InputDataError
+from iclopt.errors import InputDataError, UnknownNameError
 from iclopt.evaluation import Budget, Cost, Evaluation, Evaluator, ResultCache, Scoring
 from iclopt.llms import LLM, get_llm
 from iclopt.llms.hf import cache_dir
@@ -448,12 +449,13 @@ def compare(
 
     Args:
         task: The task.
-        methods: Names from ``iclopt.selectors.SELECTORS``.
+        methods: Names from ``iclopt.selectors.SELECTORS`` or ``iclopt.bandits.OPTIMIZERS``
+            (a search spends the LLM calls of ``budget`` validation evaluations).
         llm: The LLM or its name.
         embedder: Text embedder for retrieval methods; default all-MiniLM-L6-v2 (offline).
         k: Demonstrations per prompt.
         seeds: Number of seeds (0, 1, ...) or the seeds themselves.
-        budget: Validation evaluations for search methods (best-of-n).
+        budget: Validation evaluations (their LLM calls) for search methods.
         template: Prompt template.
         scoring: ``"auto"``, ``"generate"`` or ``"labels"``.
         max_new_tokens: Generation cap; ``None`` derives it from the pool's longest answer.
@@ -473,7 +475,17 @@ def compare(
         )
     if not methods:
         raise InputDataError("no methods to compare")
-    classes = {m: SELECTORS.get(m) for m in methods}
+    from iclopt.selectors.search import SearchSelector
+
+    def factory(name: str) -> Callable[..., Any]:
+        if name in SELECTORS:
+            return SELECTORS.get(name)
+        if name in OPTIMIZERS:
+            return functools.partial(SearchSelector, method=name)
+        valid = ", ".join(sorted(set(SELECTORS.names()) | set(OPTIMIZERS.names())))
+        raise UnknownNameError(f"unknown method {name!r}; valid: {valid}")
+
+    classes = {m: factory(m) for m in methods}
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise InputDataError("need at least one seed")
@@ -500,7 +512,8 @@ def compare(
             sel = cls(seed=seed).fit(task, ctx)
             ev = Evaluator(task, model, budget=spent, **ev_kwargs)
             row: dict[str, Any] = {"method": method, "seed": seed}
-            if cls.per_query:
+            per_query = bool(getattr(cls, "per_query", False))
+            if per_query:
                 val = ev.evaluate_per_query(
                     [sel.select(task, k, query=q.input) for q in task.val], task.val
                 )
@@ -511,7 +524,7 @@ def compare(
                 row["prompt"] = prompt.as_dict()
             test_score: float | None = None
             if task.test:
-                if cls.per_query:
+                if per_query:
                     test = ev.evaluate_per_query(
                         [sel.select(task, k, query=q.input) for q in task.test], task.test
                     )
@@ -580,7 +593,7 @@ def select(
         embedder: Text embedder (retrieval methods); default all-MiniLM-L6-v2 (offline).
         seed: Seed of the method.
         query: The query, required by per-query methods (similarity, dpp, mdl).
-        budget: Validation evaluations for search methods (best-of-n).
+        budget: Validation evaluations (their LLM calls) for search methods.
         template: Prompt template.
         scoring: ``"auto"``, ``"generate"`` or ``"labels"``.
         max_new_tokens: Generation cap; ``None`` derives it from the pool's longest answer.

@@ -57,7 +57,7 @@ def test_compare_table_and_plot(tmp_path):
 
 def test_compare_bad_input():
     task = get_task("sentiment")
-    with pytest.raises(UnknownNameError, match="valid: best-of-n, dpp, entropy"):
+    with pytest.raises(UnknownNameError, match="valid: best-of-n, dpp, ease, entropy"):
         compare(task, ["nope"], llm=FakeLLM(), cache=False)
     with pytest.raises(InputDataError, match="no methods"):
         compare(task, [], llm=FakeLLM(), cache=False)

@@ -33,7 +33,7 @@ from iclopt.bandits.tpe import TPEBandit
 
 #: The method of ``iclopt.optimize`` and ``iclopt optimize`` when none is given: the
 #: winner of the optimizer benchmark (docs/benchmarks.md, "Optimizers").
-DEFAULT_METHOD = "best-of-n"
+DEFAULT_METHOD = "race"
 
 #: One line per optimizer, for ``iclopt methods``.
 DESCRIPTIONS = {

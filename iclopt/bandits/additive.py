@@ -145,15 +145,22 @@ class AdditiveModel:
         a = np.diag(prec)
         b = np.zeros(m)
         if self.rows:
-            x = np.zeros((len(self.rows), m))
-            for i, (p, demos, ins, q, _, _) in enumerate(self.rows):
-                x[i, self.q0 + q] = 1.0
-                x[i, self._columns(demos, ins, p)] = 1.0
-            xw = x * (ws / noise**2)[:, None]
-            a += xw.T @ x
-            b = xw.T @ (ys - offset)
-        chol = np.linalg.cholesky(a)
-        mean = np.linalg.solve(chol.T, np.linalg.solve(chol, b))
+            # every row has the same number of ones (query, k demos, k slots, instruction,
+            # prompt): accumulate X^T W X and X^T W y from the index lists, O(n (2k+3)^2)
+            cols = np.array(
+                [
+                    [self.q0 + q, *self._columns(demos, ins, p)]
+                    for p, demos, ins, q, _, _ in self.rows
+                ],
+                dtype=np.int64,
+            )
+            w = ws / noise**2
+            np.add.at(a, (cols[:, :, None], cols[:, None, :]), w[:, None, None])
+            np.add.at(b, cols, (w * (ys - offset))[:, None])
+        import scipy.linalg
+
+        chol = scipy.linalg.cholesky(a, lower=True)
+        mean = scipy.linalg.cho_solve((chol, True), b)
         return Posterior(mean=mean, chol=chol, noise=noise, offset=offset)
 
     def prompt_value(

@@ -199,21 +199,42 @@ class Optimizer(ABC):
                 shared study has only its reward).
         """
         if trial.full:
+            self._note_signal(trial, per_query)
             self.observe(trial.prompt, reward)
+
+    def _note_signal(self, trial: Trial, per_query: Sequence[dict[str, Any]] | None) -> None:
+        """Remember a full evaluation's mean continuous signal (it breaks score ties)."""
+        if not hasattr(self, "signals_"):
+            self.signals_: dict[Prompt, float] = {}
+        vals = [r["signal"] for r in per_query or () if r.get("signal") is not None]
+        if trial.full and vals:
+            self.signals_[trial.prompt] = float(np.mean(vals))
 
     def recommend(self) -> tuple[Prompt, dict[str, Any]]:
         """The final answer: the best prompt so far and why (default: best validation score).
 
-        Ties go to the earliest evaluated prompt.
+        Ties (common: 0/1 scores on 20 queries move in steps of 0.05) go to the higher
+        mean continuous signal of the scorer (the gold label's probability, say), and only
+        then to the earliest evaluated prompt.
 
         Raises:
             InputDataError: Nothing has been observed yet.
         """
         if not getattr(self, "history_", None):
             raise InputDataError("the optimizer has observed nothing yet")
-        best = max(range(len(self.history_)), key=lambda i: (self.history_[i][1], -i))
+        signals = getattr(self, "signals_", {})
+
+        def key(i: int) -> tuple[float, float, int]:
+            prompt, score = self.history_[i]
+            return (score, signals.get(prompt, float("-inf")), -i)
+
+        best = max(range(len(self.history_)), key=key)
         prompt, score = self.history_[best]
-        return prompt, {"rule": "best validation score", "val_score": score}
+        why: dict[str, Any] = {"rule": "best validation score", "val_score": score}
+        if prompt in signals:
+            why["rule"] = "best validation score, ties to the higher signal"
+            why["val_signal"] = signals[prompt]
+        return prompt, why
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (JSON form), recorded in results.

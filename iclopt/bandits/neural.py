@@ -229,6 +229,7 @@ class NeuralBandit(ModelBasedOptimizer):
     ) -> None:
         """Validation scores train the ensemble; re-scores feed the final choice."""
         self.evaluations_ += 1
+        self._note_signal(trial, per_query)
         if trial.queries is None:
             self.observe(trial.prompt, reward)
         else:

@@ -70,13 +70,13 @@ def compare(
     k: int = O_K,
     methods: str = typer.Option(
         "random,similarity,uncertainty,entropy,best-of-n",
-        help="Comma-separated selection methods (see `iclopt methods`).",
+        help="Comma-separated methods: selection baselines and search methods (see `iclopt methods`); a search gets the LLM calls of --budget validation evaluations.",
     ),
     seeds: int = typer.Option(
         3, min=1, help="Run each method with seeds 0 .. N-1; the table shows mean and std."
     ),
     budget: int = typer.Option(
-        20, min=1, help="Validation evaluations for search methods (best-of-n)."
+        20, min=1, help="Validation evaluations (their LLM calls) for search methods (best-of-n, race, gp, ...)."
     ),
     model: str = O_MODEL,
     base_url: str = O_BASE_URL,
@@ -106,6 +106,8 @@ def compare(
     """
     from iclopt.api import compare as run_compare
     from iclopt.prompts import Template
+    from iclopt.bandits import OPTIMIZERS
+    from iclopt.errors import UnknownNameError
     from iclopt.selectors import SELECTORS
 
     quiet_libraries()
@@ -113,7 +115,9 @@ def compare(
     if not names:
         raise InputDataError("--methods is empty")
     for name in names:
-        SELECTORS.get(name)
+        if name not in SELECTORS and name not in OPTIMIZERS:
+            valid = ", ".join(sorted(set(SELECTORS.names()) | set(OPTIMIZERS.names())))
+            raise UnknownNameError(f"unknown method {name!r}; valid: {valid}")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputDataError(f"{out_dir}: exists and is not a directory")
     the_task = build_task(

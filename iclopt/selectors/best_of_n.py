@@ -48,8 +48,9 @@ class BestOfNSelector(Selector):
         if k not in self.best_:
             budget = Budget(max_evaluations=self.n_)
             ev = Evaluator(task, self.llm_, budget=budget, **self.context_.evaluator_kwargs)
-            trace = run_search(RandomSearch(k=k, seed=self.seed), ev, budget)
+            opt = RandomSearch(k=k, seed=self.seed)
+            trace = run_search(opt, ev, budget)
             self.context_.spent.charge(budget.spent)
-            best = max(trace, key=lambda e: e.score)
-            self.best_[k] = (best.prompt, best.score)
+            prompt = opt.recommend()[0]  # ties to the higher continuous signal
+            self.best_[k] = (prompt, next(e.score for e in trace if e.prompt == prompt))
         return self.best_[k][0]
