@@ -46,6 +46,8 @@ __all__ = [
     "load_comparison",
     "markdown_run_report",
     "score_rows",
+    "trace_figure",
+    "trace_points",
     "write_run_report",
 ]
 
@@ -261,8 +263,9 @@ def _scores_png(rows: list[ScoreRow]) -> bytes:
         if xs:
             ax.bar(xs, ms, width, yerr=es, capsize=4, label=label, color=color)
     ax.set_xticks(x)
-    # method names only (no dataset text): matplotlib would read "$...$" as math
-    ax.set_xticklabels([r.name for r in rows], rotation=18, ha="right", fontsize=8)
+    # "$" escaped: matplotlib would read "$...$" in a method name as math
+    names = [r.name.replace("$", r"\$") for r in rows]
+    ax.set_xticklabels(names, rotation=18, ha="right", fontsize=8)
     ax.set_ylabel("score (± error bar)", fontsize=8)
     if values and min(values) >= 0 and max(values) <= 1:
         ax.set_ylim(0, 1.05)
@@ -272,7 +275,7 @@ def _scores_png(rows: list[ScoreRow]) -> bytes:
     return figure_png(fig)
 
 
-def _trace_points(result: OptimizationResult) -> list[dict[str, Any]]:
+def trace_points(result: OptimizationResult) -> list[dict[str, Any]]:
     """Per trace entry: x (cumulative LLM calls needed), score, source, partial, signal."""
     val_n = _val_size(result)
     calls = 0
@@ -297,7 +300,16 @@ def _trace_points(result: OptimizationResult) -> list[dict[str, Any]]:
     return points
 
 
-def _trace_png(points: list[dict[str, Any]], by_calls: bool) -> bytes:
+def trace_figure(points: list[dict[str, Any]], by_calls: bool) -> Any:
+    """The search trace: one dot per evaluation (partial ones hollow), the best so far.
+
+    Args:
+        points: From :func:`trace_points`.
+        by_calls: Whether ``x`` counts LLM calls (else evaluations).
+
+    Returns:
+        The matplotlib figure (a second panel shows the mean signal where entries have one).
+    """
     pyplot = plt()
     signals = [p for p in points if p["signal"] is not None]
     rows = 2 if signals else 1
@@ -351,7 +363,7 @@ def _trace_png(points: list[dict[str, Any]], by_calls: bool) -> bytes:
         "LLM calls so far (cached or not)" if by_calls else "evaluation", fontsize=8
     )
     fig.tight_layout()
-    return figure_png(fig)
+    return fig
 
 
 # ---------------------------------------------------------------------- text pieces
@@ -450,11 +462,11 @@ def _parts(
     from iclopt.reports.attribution import _png as attribution_png
 
     rows, baseline = score_rows(result, comparison)
-    points = _trace_points(result)
+    points = trace_points(result)
     by_calls = bool(points) and any(p["x"] != p["step"] for p in points)
     figures = {"scores": _scores_png(rows)}
     if points:
-        figures["trace"] = _trace_png(points, by_calls)
+        figures["trace"] = figure_png(trace_figure(points, by_calls))
     if attribution is not None:
         figures["attribution"] = attribution_png(attribution)
     return _Parts(rows, baseline, points, by_calls, figures)
