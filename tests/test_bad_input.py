@@ -305,8 +305,10 @@ CASES = [
     (
         "report: an attribution of another prompt",
         _attribution,
-        ["report", "{d}/result.json", "--attribution", "{d}/attribution.json"]
-        + ["--out", "{d}/r.html"],
+        [
+            *["report", "{d}/result.json", "--attribution", "{d}/attribution.json"],
+            *["--out", "{d}/r.html"],
+        ],
         "attributes the prompt [5], not the result's final prompt [0]",
     ),
     (
