@@ -161,6 +161,9 @@ def test_report_of_real_runs_renders_its_figures_in_chromium(runs, browser, tmp_
             ink = float((pixels.sum(axis=1) < 600).mean())
             colors = len(np.unique(pixels, axis=0))
             assert ink > 0.02 and colors > 20, (img["name"], ink, colors)
+            # drawn to the bottom (a cut-off image leaves its lower part blank)
+            lower = np.asarray(crop, dtype=int)[crop.size[1] // 2 :].reshape(-1, 3)
+            assert (lower.sum(axis=1) < 600).mean() > 0.01, img["name"]
         text = browser.find_element("tag name", "body").text
         assert "1. The final prompt, as the model sees it" in text and "Output:" in text
         assert "random (compare)" in text
