@@ -27,7 +27,6 @@ __all__ = [
     "Feedback",
     "PhaseDisplay",
     "errors",
-    "phase",
     "quiet_logging",
     "silence_library_warnings",
 ]
@@ -85,11 +84,6 @@ def quiet_logging(quiet: bool) -> Iterator[None]:
         logger.removeFilter(filt)
         for handler in logging.getLogger().handlers:
             handler.removeFilter(filt)
-
-
-def phase(logger: logging.Logger, message: str, *args: Any) -> None:
-    """Library side: announce a long phase (``"embedding %d prompts"``); the CLI shows it."""
-    logger.info(message, *args, extra={"phase": True})
 
 
 class PhaseDisplay(logging.Handler):

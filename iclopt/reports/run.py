@@ -674,7 +674,7 @@ def write_run_report(
         text, figures = markdown_run_report(
             result, comparison=comparison, attribution=attribution, image_stem=path.stem
         )
-        files: dict[Path, str | bytes] = {path: text}
+        files: dict[str | os.PathLike[str], str | bytes] = {path: text}
         files.update({path.with_name(name): png for name, png in figures.items()})
         return write_files(files)
     return write_files(
