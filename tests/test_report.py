@@ -174,7 +174,7 @@ def test_random_baseline_comes_from_the_trace_or_the_comparison_and_says_so():
         "random (compare)",
         "best-of-n (compare)",
     ]
-    assert "the comparison's `random` row" in why
+    assert 'the comparison\'s "random" row' in why
 
     no_random = _result([_entry(0, 0.7, "ot"), _entry(1, 0.8, "local")])
     rows, why = score_rows(no_random)

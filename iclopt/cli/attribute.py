@@ -301,7 +301,7 @@ def attribute(
 
     Feedback(quiet).artifacts(
         {f"attribution.{kind}": p for kind, p in paths.items()},
-        headline=advice(attr) + " Wrote",
+        headline=advice(attr) + "\nwrote",
         final="attribution.html",
     )
 

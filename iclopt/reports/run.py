@@ -222,22 +222,22 @@ def score_rows(
     has_random_cmp = any(r.get("method") == "random" for r in compared)
     if has_random_cmp and randoms:
         why = (
-            "Random-prompt baseline: the comparison's `random` row (validation and test), and "
+            'Random-prompt baseline: the comparison\'s "random" row (validation and test), and '
             "the random prompts this search drew (validation only)."
         )
     elif has_random_cmp:
-        why = "Random-prompt baseline: the comparison's `random` row."
+        why = 'Random-prompt baseline: the comparison\'s "random" row.'
     elif randoms:
         why = (
             "Random-prompt baseline: the random prompts this search drew, on the validation "
             "set only (the result holds no random prompt's test score; "
-            "`iclopt compare --methods random,...` and --compare DIR add one)."
+            "iclopt compare --methods random,... and --compare DIR add one)."
         )
     else:
         why = "This result holds no random-prompt baseline (its search drew no random prompt); " + (
             "shown: the comparison's methods."
             if compared
-            else "run `iclopt compare --methods random,best-of-n ...` and pass "
+            else "run iclopt compare --methods random,best-of-n ... and pass "
             "--compare DIR to add one."
         )
     return rows, why
