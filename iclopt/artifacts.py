@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from iclopt.errors import InputDataError
 
-__all__ = ["default_file_mode", "json_text", "write_files", "write_json_atomic"]
+__all__ = ["default_file_mode", "json_text", "reading", "write_files", "write_json_atomic"]
 
 
 def default_file_mode() -> int:
@@ -90,3 +91,38 @@ def write_files(files: Mapping[str | os.PathLike[str], str | bytes]) -> list[Pat
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (see :func:`write_files`)."""
     write_files({path: json_text(obj)})
+
+
+@contextmanager
+def reading(path: str | os.PathLike[str], what: str, expected: str) -> Iterator[None]:
+    """Turn the ways reading an artifact fails into one :class:`InputDataError` line.
+
+    Args:
+        path: The file being read (named in the message).
+        what: What it should be, for "not an iclopt WHAT" (``"result"``).
+        expected: What a folder was given instead of (``"a result file"``).
+
+    Example:
+        >>> with reading("r.json", "result", "a result file"):  # doctest: +SKIP
+        ...     json.loads(Path("r.json").read_text())
+    """
+    try:
+        yield
+    except InputDataError:
+        raise
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputDataError(f"{path}: is a directory, expected {expected}") from None
+    except (
+        OSError,
+        AttributeError,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as exc:
+        raise InputDataError(
+            f"{path}: not an iclopt {what} ({type(exc).__name__}: {exc})"
+        ) from None

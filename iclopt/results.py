@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iclopt.artifacts import write_json_atomic
+from iclopt.artifacts import reading, write_json_atomic
 from iclopt.data import Example
 from iclopt.errors import InputDataError
 from iclopt.prompts import Message, Prompt, Template
@@ -91,7 +91,7 @@ class OptimizationResult:
         Raises:
             InputDataError: The file is missing or not such an artifact.
         """
-        try:
+        with reading(path, "result", "a result file"):
             d = json.loads(Path(path).read_text(encoding="utf-8"))
             version = d.get("format_version", 1)
             if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -125,19 +125,3 @@ class OptimizationResult:
                 model=str(d.get("model", "")),
                 task=str(d.get("task", "")),
             )
-        except FileNotFoundError:
-            raise InputDataError(f"{path}: file not found") from None
-        except IsADirectoryError:
-            raise InputDataError(f"{path}: is a directory, expected a result file") from None
-        except (
-            OSError,
-            AttributeError,
-            UnicodeDecodeError,
-            json.JSONDecodeError,
-            KeyError,
-            TypeError,
-            ValueError,
-        ) as exc:
-            raise InputDataError(
-                f"{path}: not an iclopt result ({type(exc).__name__}: {exc})"
-            ) from None

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from iclopt.artifacts import reading
 from iclopt.data import Example, Task
 from iclopt.errors import InputDataError
 from iclopt.evaluation import Budget, Cost, Evaluator, ResultCache, Scoring
@@ -220,24 +221,9 @@ class Attribution:
         Raises:
             InputDataError: The file is missing or not an attribution.
         """
-        try:
+        with reading(path, "attribution", "attribution.json"):
             return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise InputDataError(f"{path}: file not found") from None
-        except IsADirectoryError:
-            raise InputDataError(f"{path}: is a directory, expected attribution.json") from None
-        except (
-            OSError,
-            AttributeError,
-            UnicodeDecodeError,
-            json.JSONDecodeError,
-            KeyError,
-            TypeError,
-            ValueError,
-        ) as exc:
-            raise InputDataError(
-                f"{path}: not an iclopt attribution ({type(exc).__name__}: {exc})"
-            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover  (mypy: reading re-raises)
 
     def plot(self, ax: Any = None) -> Any:
         """Horizontal bar chart: one bar per demonstration, flagged ones in red.
