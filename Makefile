@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(DEVSTAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e ".[embed,plot,opt,openai,serve,dev,postgres]"
+	$(BIN)/pip install --quiet -e ".[embed,plot,opt,openai,serve,dev,postgres,browser]"
 	touch $@
 
 install: $(STAMP)

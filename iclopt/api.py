@@ -308,6 +308,10 @@ def optimize(
     test_score: float | None = None
     test_cost = Cost()
     if evaluate_test and task.test:
+        # a phase record: the CLI shows it as the current step (iclopt/cli/_feedback.py)
+        logger.info(
+            "scoring the best prompt on %d test queries", len(task.test), extra={"phase": True}
+        )
         test_eval = Evaluator(
             task,
             model,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iclopt.artifacts import reading, write_json_atomic
 from iclopt.data import Example
 from iclopt.errors import InputDataError
 from iclopt.prompts import Message, Prompt, Template
@@ -16,24 +16,6 @@ from iclopt.prompts import Message, Prompt, Template
 __all__ = ["OptimizationResult", "write_json_atomic"]
 
 FORMAT_VERSION = 1
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file, so no half-written file remains."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as exc:
-        raise InputDataError(f"{path}: cannot write ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -109,13 +91,18 @@ class OptimizationResult:
         Raises:
             InputDataError: The file is missing or not such an artifact.
         """
-        try:
+        with reading(path, "result", "a result file"):
             d = json.loads(Path(path).read_text(encoding="utf-8"))
             version = d.get("format_version", 1)
             if not isinstance(version, int) or version > FORMAT_VERSION:
                 raise InputDataError(
                     f"{path}: written by a newer iclopt (format version {version}; this one "
                     f"reads up to {FORMAT_VERSION}); upgrade iclopt"
+                )
+            if version < 1:
+                raise InputDataError(
+                    f"{path}: format version {version} is not one iclopt writes (1 to "
+                    f"{FORMAT_VERSION})"
                 )
             demos = d["prompt"]["demos"]
             return cls(
@@ -138,19 +125,3 @@ class OptimizationResult:
                 model=str(d.get("model", "")),
                 task=str(d.get("task", "")),
             )
-        except FileNotFoundError:
-            raise InputDataError(f"{path}: file not found") from None
-        except IsADirectoryError:
-            raise InputDataError(f"{path}: is a directory, expected a result file") from None
-        except (
-            OSError,
-            AttributeError,
-            UnicodeDecodeError,
-            json.JSONDecodeError,
-            KeyError,
-            TypeError,
-            ValueError,
-        ) as exc:
-            raise InputDataError(
-                f"{path}: not an iclopt result ({type(exc).__name__}: {exc})"
-            ) from None

@@ -54,6 +54,29 @@ def _result(d: Path, **change: object) -> None:
     (d / "result.json").write_text(json.dumps(base))
 
 
+def _comparison(d: Path, task: str = "last_item") -> None:
+    """A folder as `iclopt compare --out` writes it (only its comparison.json matters)."""
+    _result(d)
+    (d / "cmp").mkdir()
+    summary = [{"method": "random", "val_mean": 0.5, "val_std": 0.1, "runs": 2}]
+    (d / "cmp" / "comparison.json").write_text(json.dumps({"task": task, "summary": summary}))
+
+
+def _attribution(d: Path, pool_ids: tuple[int, ...] = (5,)) -> None:
+    """An attribution.json as `iclopt attribute` writes it, of the prompt ``pool_ids``."""
+    _result(d)
+    pool = get_task("sentiment").pool
+    demos = [{"pool_id": i, "input": pool[i].input, "output": pool[i].output} for i in pool_ids]
+    attr = {
+        "method": "loo",
+        "task": "sentiment",
+        "prompt": {"instruction": None, "demos": list(pool_ids)},
+        "demos": demos,
+        "scores": [0.1] * len(pool_ids),
+    }
+    (d / "attribution.json").write_text(json.dumps(attr))
+
+
 def _write(name: str, data: bytes | str) -> Callable[[Path], None]:
     def make(d: Path) -> None:
         _files(d)
@@ -242,6 +265,64 @@ CASES = [
         "none.db does not exist",
     ),
     # ---- attribute
+    # ---- report
+    (
+        "report: a result of a newer format",
+        lambda d: _result(d, format_version=99),
+        ["report", "{d}/result.json", "--out", "{d}/report.html"],
+        "format version 99",
+    ),
+    (
+        "report: a result of an unknown older format",
+        lambda d: _result(d, format_version=0),
+        ["report", "{d}/result.json", "--out", "{d}/report.html"],
+        "format version 0 is not one iclopt writes",
+    ),
+    (
+        "report: a comparison of another task",
+        _comparison,
+        ["report", "{d}/result.json", "--compare", "{d}/cmp", "--out", "{d}/report.html"],
+        "a comparison on task 'last_item', not on the result's task 'sentiment'",
+    ),
+    (
+        "report: a folder without a comparison",
+        lambda d: (_result(d), (d / "empty").mkdir()),
+        ["report", "{d}/result.json", "--compare", "{d}/empty", "--out", "{d}/report.html"],
+        "no comparison.json in {d}/empty",
+    ),
+    (
+        "report: unwritable --out",
+        _result,
+        ["report", "{d}/result.json", "--out", "/proc/iclopt-no-such/report.html"],
+        "/proc/iclopt-no-such/report.html: cannot write",
+    ),
+    (
+        "report: missing attribution file",
+        _result,
+        ["report", "{d}/result.json", "--attribution", "{d}/nope.json", "--out", "{d}/r.html"],
+        "nope.json: file not found",
+    ),
+    (
+        "report: an attribution of another prompt",
+        _attribution,
+        [
+            *["report", "{d}/result.json", "--attribution", "{d}/attribution.json"],
+            *["--out", "{d}/r.html"],
+        ],
+        "attributes the prompt [5], not the result's final prompt [0]",
+    ),
+    (
+        "report: not an attribution",
+        lambda d: (_result(d), (d / "a.json").write_text("[1]")),
+        ["report", "{d}/result.json", "--attribution", "{d}/a.json", "--out", "{d}/r.html"],
+        "a.json: not an iclopt attribution",
+    ),
+    (
+        "optimize: --report without --out",
+        _files,
+        [*OPT[:-2], "--report"],
+        "--report writes the page next to the result: give --out",
+    ),
     (
         "attribute: a result from another task",
         lambda d: (_files(d), _result(d))[0],
@@ -286,4 +367,4 @@ def test_bad_input_gives_one_line_exit_2_and_leaves_nothing(tmp_path, name, make
 def test_the_matrix_covers_every_command():
     assert len(CASES) >= 25
     commands = {c[2][0] for c in CASES}
-    assert {"optimize", "compare", "select", "show", "attribute"} <= commands
+    assert {"optimize", "compare", "select", "show", "attribute", "report"} <= commands

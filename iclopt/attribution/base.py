@@ -13,13 +13,17 @@ suspect.
 
 from __future__ import annotations
 
+import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from iclopt.artifacts import reading
 from iclopt.data import Example, Task
 from iclopt.errors import InputDataError
 from iclopt.evaluation import Budget, Cost, Evaluator, ResultCache, Scoring
@@ -169,6 +173,57 @@ class Attribution:
             "config": self.config,
             "extra": self.extra,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Attribution:
+        """Rebuild an attribution from :meth:`as_dict` (e.g. a saved ``attribution.json``).
+
+        Raises:
+            KeyError, TypeError, ValueError: ``d`` is not such a dictionary.
+        """
+
+        def arr(key: str) -> np.ndarray | None:
+            value = d.get(key)
+            return None if value is None else np.asarray(value, dtype=float)
+
+        demos = d["demos"]
+        known = {f for f in Cost.__dataclass_fields__}
+        scores = arr("scores")
+        if scores is None or len(scores) != len(demos):
+            raise ValueError("'scores' must hold one value per demonstration")
+        return cls(
+            method=str(d["method"]),
+            task=str(d.get("task", "")),
+            model=str(d.get("model", "")),
+            prompt=Prompt.from_dict(d["prompt"]),
+            demos=[
+                Example(
+                    x["input"],
+                    x["output"] if isinstance(x["output"], str) else tuple(x["output"]),
+                    id=str(x.get("id", "")),
+                )
+                for x in demos
+            ],
+            scores=scores,
+            suspect=arr("suspect"),
+            per_query=arr("per_query"),
+            errors=arr("errors"),
+            query_ids=[str(q) for q in d.get("query_ids", [])],
+            cost=Cost(**{k: v for k, v in dict(d.get("cost", {})).items() if k in known}),
+            config=dict(d.get("config", {})),
+            extra=dict(d.get("extra", {})),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Attribution:
+        """Read an ``attribution.json`` written by :meth:`save` (no model needed).
+
+        Raises:
+            InputDataError: The file is missing or not an attribution.
+        """
+        with reading(path, "attribution", "attribution.json"):
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        raise AssertionError("unreachable")  # pragma: no cover  (mypy: reading re-raises)
 
     def plot(self, ax: Any = None) -> Any:
         """Horizontal bar chart: one bar per demonstration, flagged ones in red.

@@ -5,8 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 
-from iclopt.cli import attribute, compare, models, optimize, select, show  # noqa: F401  (registers the commands)
-from iclopt.cli._common import app, err
+from iclopt.cli import (  # noqa: F401  (registers the commands)
+    attribute,
+    compare,
+    models,
+    optimize,
+    report,
+    select,
+    show,
+)
+from iclopt.cli._common import app
+from iclopt.cli._feedback import errors
 
 __all__ = ["app", "main"]
 
@@ -14,10 +23,12 @@ __all__ = ["app", "main"]
 def main() -> None:
     """Console-script entry point."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # INFO records feed the progress display only
+        handler.setLevel(logging.WARNING)
     try:
         app()
     except KeyboardInterrupt:
-        err.print("interrupted")
+        errors.print("interrupted")
         sys.exit(130)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from iclopt.cli._feedback import errors, quiet_logging, silence_library_warnings
 from iclopt.errors import IcloptError, InputDataError
 
 # typer bundles its own click; its usage-error class is the base of the public BadParameter
@@ -26,7 +28,7 @@ class _UsageErrorLine(_UsageError):  # type: ignore[misc]
     """A usage error shown as one line (click shows the usage, a hint and the error)."""
 
     def show(self, file: Any = None) -> None:
-        err.print(Text.assemble(("error: ", "bold red"), self.format_message()), soft_wrap=True)
+        errors.print(Text.assemble(("error: ", "bold red"), self.format_message()), soft_wrap=True)
 
 
 class _OneLineGroup(TyperGroup):
@@ -71,11 +73,18 @@ def one_line_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet = bool(kwargs.get("quiet"))
+        muted = err.quiet
         try:
-            return fn(*args, **kwargs)
+            # library warnings are dropped for the command's duration (quiet_libraries)
+            with warnings.catch_warnings(), quiet_logging(quiet):
+                err.quiet = muted or quiet  # --quiet: errors (own console) and the final path
+                return fn(*args, **kwargs)
         except IcloptError as exc:
-            err.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+            errors.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
             raise typer.Exit(2) from None
+        finally:
+            err.quiet = muted
 
     return wrapper  # type: ignore[return-value]
 
@@ -174,10 +183,14 @@ O_CACHE = typer.Option(
     help="Result cache (SQLite). Default: $ICLOPT_CACHE_DIR/results.sqlite or ~/.cache/iclopt/results.sqlite.",
 )
 O_NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the result cache.")
-O_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+O_QUIET = typer.Option(
+    False, "--quiet", "-q", help="Print only errors and the path of the final artifact."
+)
 
 
 def quiet_libraries() -> None:
+    """Keep other libraries' progress bars, logs and warnings from the user."""
+    silence_library_warnings()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")  # library progress bars; the CLI has its own

@@ -23,6 +23,7 @@ from iclopt.cli._common import (
     O_OUTPUT_COL,
     O_POOL,
     O_POOL_SIZE,
+    O_QUIET,
     O_SCORING,
     O_SPLIT_SEED,
     O_TASK,
@@ -43,6 +44,7 @@ from iclopt.cli._common import (
     out,
     quiet_libraries,
 )
+from iclopt.cli._feedback import Feedback
 
 
 def _task_from_result(res: Any, keep_overlap: bool = False) -> Any:
@@ -184,6 +186,7 @@ def attribute(
         "--out",
         help="Folder for attribution.json, attribution.md and attribution.html (created).",
     ),
+    quiet: bool = O_QUIET,
 ) -> None:
     """Explain a prompt: which demonstrations help, which hurt, which look mislabeled.
 
@@ -292,26 +295,34 @@ def attribute(
     with err.status(f"attributing {len(prompt.demos)} demonstrations with {method} ..."):
         attr = attributor.attribute(the_task, prompt)
     paths = attr.save(out_dir)
-    _print(attr)
-    err.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False, markup=False)
+    if not quiet:
+        _print(attr)
+    from iclopt.reports.attribution import advice
+
+    Feedback(quiet).artifacts(
+        {f"attribution.{kind}": p for kind, p in paths.items()},
+        headline=advice(attr) + "\nwrote",
+        final="attribution.html",
+    )
 
 
 def _print(attr: Any) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    flagged = set(attr.flagged)
+    from iclopt.reports.attribution import readable_scale, verdicts
+
+    scale = readable_scale(attr)
+    words = verdicts(attr, scale)
     table = Table(title=Text(f"{attr.method} attribution for {attr.task} ({attr.model})"))
-    for col in ("#", "pool id", "score", "suspect", "flagged", "input", "output"):
+    for col in ("#", "pool id", scale.header, "verdict", "input", "output"):
         table.add_column(col)
     for j, (pid, ex) in enumerate(zip(attr.prompt.demos, attr.demos)):
-        suspect = "" if attr.suspect is None else f"{attr.suspect[j]:.4g}"
         table.add_row(
             str(j + 1),
             str(pid),
-            f"{attr.scores[j]:.4g}",
-            suspect,
-            "yes" if j in flagged else "",
+            scale.fmt(j),
+            words[j],
             Text(ex.input[:80]),
             Text(ex.target),
         )

@@ -42,13 +42,13 @@ from iclopt.cli._common import (
     build_task,
     cache_arg,
     describe,
-    err,
     load_llm,
     one_line_errors,
     out,
     progress_bar,
     quiet_libraries,
 )
+from iclopt.cli._feedback import Feedback
 
 
 @app.command()
@@ -105,9 +105,9 @@ def compare(
     Costs count every LLM call a method makes, while choosing and while being scored.
     """
     from iclopt.api import compare as run_compare
-    from iclopt.prompts import Template
     from iclopt.bandits import OPTIMIZERS
     from iclopt.errors import UnknownNameError
+    from iclopt.prompts import Template
     from iclopt.selectors import SELECTORS
 
     quiet_libraries()
@@ -177,5 +177,8 @@ def compare(
     from iclopt.reports.comparison import markdown_table
 
     paths = result.save(out_dir)
-    out.print(markdown_table(result.summary), highlight=False, markup=False)
-    err.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, markup=False)
+    if not quiet:
+        out.print(markdown_table(result.summary), highlight=False, markup=False)
+    Feedback(quiet).artifacts(
+        {p.name: p for p in paths.values()}, headline="wrote", final="comparison.md"
+    )

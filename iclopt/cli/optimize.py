@@ -56,6 +56,8 @@ from iclopt.cli._common import (
     quiet_libraries,
     read_instructions,
 )
+from iclopt.cli._feedback import PhaseDisplay
+from iclopt.cli.report import report_path_for, save_run
 
 
 @app.command()
@@ -130,6 +132,11 @@ def optimize(
         None, "--out", help="Write the JSON result (prompt, scores, cost, trace, config) here."
     ),
     quiet: bool = O_QUIET,
+    report: bool = typer.Option(
+        False,
+        "--report",
+        help="Also write the run report (`iclopt report`) as an HTML page next to --out (RESULT.html).",
+    ),
     storage: str = typer.Option(
         None,
         help="Share the search with other workers through this Optuna storage: sqlite:///runs/study.db on one machine, postgresql://USER@HOST/DB across machines. Start every worker with the same command; --budget is the study's total.",
@@ -184,6 +191,7 @@ def optimize(
     else:
         cands = None
     check_out_path(out_path)
+    report_path = report_path_for(out_path) if report else None
     if (storage is None) != (study is None) and not (workers > 1 and storage is None):
         raise InputDataError("a shared study needs both --storage URL and --study NAME")
     with ExitStack() as stack:
@@ -200,6 +208,7 @@ def optimize(
             storage=storage,
             study=study,
             out_path=out_path,
+            report_path=report_path,
             quiet=quiet,
             budget=budget,
             scoring=scoring,
@@ -263,6 +272,7 @@ def _search(
     storage: str | None,
     study: str | None,
     out_path: Path | None,
+    report_path: Path | None,
     quiet: bool,
     budget: int,
     scoring: ScoringMode,
@@ -321,6 +331,7 @@ def _search(
                 markup=False,
             )
         best = [float("-inf")]
+        spent = [0]
         tracker: list[Any] = []  # the study, opened once for the progress bar
         with progress_bar(quiet) as progress:
             by_calls = storage is None
@@ -334,7 +345,10 @@ def _search(
                 if entry.on_val:
                     best[0] = max(best[0], entry.score)
                 src = entry.info.get("source") or ""
-                note = f"best val {best[0]:.3f} ({src})" if best[0] > float("-inf") else src
+                spent[0] += entry.calls or 0
+                left = f"{max(0, est['calls'] - spent[0]):,} calls left" if by_calls else "study"
+                shown = f"best val {best[0]:.3f}" if best[0] > float("-inf") else "no full score yet"
+                note = f"{shown} ({src}; {left})"
                 if storage is not None and study is not None:  # every worker's trials
                     from iclopt.study import SharedStudy
 
@@ -349,7 +363,9 @@ def _search(
                     return
                 progress.update(bar, advance=entry.calls or 0, note=note)
 
-            result = run_optimize(the_task, llm=llm, on_step=on_step, **search, **shared)
+            phases = PhaseDisplay(lambda text: progress.update(bar, description=text))
+            with phases.installed():
+                result = run_optimize(the_task, llm=llm, on_step=on_step, **search, **shared)
         for i, f in enumerate(futures, start=2):
             try:
                 f.result()
@@ -362,7 +378,6 @@ def _search(
                     markup=False,
                 )
     result.config["task_source"] = task_source
-    print_result(result)
-    if out_path is not None:
-        result.save(out_path)
-        err.print(f"wrote {out_path}", highlight=False, markup=False)
+    if not quiet or out_path is None:
+        print_result(result)
+    save_run(result, out_path, report_path, quiet=quiet)

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from iclopt.artifacts import json_text, write_files
 from iclopt.errors import InputDataError, MissingDependencyError
-from iclopt.results import write_json_atomic
 
 __all__ = ["SUMMARY_COLUMNS", "markdown_table", "write_comparison"]
 
@@ -48,7 +48,7 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
     return "\n".join([head, sep, *rows]) + "\n"
 
 
-def _plot(summary: list[dict[str, Any]], title: str, path: Path) -> None:
+def _plot(summary: list[dict[str, Any]], title: str) -> bytes:
     try:
         import matplotlib
 
@@ -71,8 +71,10 @@ def _plot(summary: list[dict[str, Any]], title: str, path: Path) -> None:
     ax.set_title(title, fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    return png.getvalue()
 
 
 def write_comparison(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -89,7 +91,6 @@ def write_comparison(result: dict[str, Any], out_dir: str | os.PathLike[str]) ->
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputDataError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     summary = result["summary"]
     paths = {k: out / f"comparison.{k}" for k in ("md", "csv", "json", "png")}
     title = f"{result['task']} · {result['model']} · k={result['k']} · {len(result['seeds'])} seeds"
@@ -99,10 +100,12 @@ def write_comparison(result: dict[str, Any], out_dir: str | os.PathLike[str]) ->
     writer.writeheader()
     for r in summary:
         writer.writerow({k: r.get(k) for k, _ in SUMMARY_COLUMNS})
-    tmp_png = out / ".comparison.png.tmp.png"
-    _plot(summary, title, tmp_png)
-    os.replace(tmp_png, paths["png"])
-    paths["md"].write_text(md, encoding="utf-8")
-    paths["csv"].write_text(buf.getvalue(), encoding="utf-8")
-    write_json_atomic(paths["json"], result)
+    write_files(
+        {
+            paths["md"]: md,
+            paths["csv"]: buf.getvalue(),
+            paths["json"]: json_text(result),
+            paths["png"]: _plot(summary, title),
+        }
+    )
     return paths

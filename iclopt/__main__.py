@@ -1,0 +1,7 @@
+"""``python -m iclopt``: the command line."""
+
+from __future__ import annotations
+
+from iclopt.cli import main
+
+main()

@@ -1,0 +1,128 @@
+"""Writing artifacts: atomically, and with the file mode the user's umask gives new files.
+
+Every file iclopt hands to a person (result JSON, comparison tables and plots, attribution
+and run reports) goes through :func:`write_files`: each file is written to a temporary
+file in its destination folder and moved into place only once all of them are complete,
+so a failure leaves no half-written artifact. :func:`tempfile.mkstemp` creates files with
+mode ``0600``; the files are given ``0666 & ~umask`` before they are moved, as
+``open(path, "w")`` would, so a report copied to a shared folder or served by a web server
+stays readable by the people the user's umask allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from iclopt.errors import InputDataError
+
+__all__ = ["default_file_mode", "json_text", "reading", "write_files", "write_json_atomic"]
+
+
+def default_file_mode() -> int:
+    """``0o666`` minus the process's umask: the mode ``open(path, "w")`` gives a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def json_text(obj: Any) -> str:
+    """The JSON form iclopt writes: indented, UTF-8 (not ASCII-escaped), newline-terminated."""
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_files(files: Mapping[str | os.PathLike[str], str | bytes]) -> list[Path]:
+    """Write several files all-or-nothing, each atomically, with the umask's file mode.
+
+    Folders are created as needed. Text is written as UTF-8.
+
+    Args:
+        files: Destination path -> content.
+
+    Returns:
+        The paths written, in the order given.
+
+    Raises:
+        InputDataError: A destination cannot be written (one line naming it); no file
+            of the call is then left behind.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> [p.name for p in write_files({d / "a.txt": "hi", d / "b.bin": b"\\x00"})]
+        ['a.txt', 'b.bin']
+    """
+    mode = default_file_mode()
+    staged: list[tuple[str, Path]] = []
+    try:
+        for dest, content in files.items():
+            path = Path(dest)
+            if path.is_dir():
+                raise InputDataError(f"{path}: is a directory, expected a file path")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            except OSError as exc:
+                raise InputDataError(f"{path}: cannot write ({exc.strerror})") from None
+            staged.append((tmp, path))
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.chmod(tmp, mode)
+            except OSError as exc:
+                raise InputDataError(f"{path}: cannot write ({exc.strerror})") from None
+        for tmp, path in staged:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise InputDataError(f"{path}: cannot write ({exc.strerror})") from None
+        return [path for _, path in staged]
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (see :func:`write_files`)."""
+    write_files({path: json_text(obj)})
+
+
+@contextmanager
+def reading(path: str | os.PathLike[str], what: str, expected: str) -> Iterator[None]:
+    """Turn the ways reading an artifact fails into one :class:`InputDataError` line.
+
+    Args:
+        path: The file being read (named in the message).
+        what: What it should be, for "not an iclopt WHAT" (``"result"``).
+        expected: What a folder was given instead of (``"a result file"``).
+
+    Example:
+        >>> with reading("r.json", "result", "a result file"):  # doctest: +SKIP
+        ...     json.loads(Path("r.json").read_text())
+    """
+    try:
+        yield
+    except InputDataError:
+        raise
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputDataError(f"{path}: is a directory, expected {expected}") from None
+    except (
+        OSError,
+        AttributeError,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as exc:
+        raise InputDataError(
+            f"{path}: not an iclopt {what} ({type(exc).__name__}: {exc})"
+        ) from None
