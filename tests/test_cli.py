@@ -111,7 +111,11 @@ def test_optimize_end_to_end_real_model(tmp_path, bench):
     assert proc.returncode == 0, proc.stderr
     assert "val score" in proc.stdout and "test score" in proc.stdout
     d = json.loads(out.read_text())
-    assert len(d["prompt"]["demos"]) == 5 and len(d["trace"]) == 3
+    assert len(d["prompt"]["demos"]) == 5
+    # the default search spends the LLM calls of 3 evaluations (20 queries x 2 labels)
+    assert d["config"]["method"] == "race" and len(d["trace"]) > 3
+    assert 100 <= sum(e["calls"] for e in d["trace"]) <= 3 * 20 * 2
+    assert all(e["n_queries"] < 20 for e in d["trace"][:3])  # partial evaluations
     assert {"pool_id", "input", "output"} <= set(d["prompt"]["demos"][0])
     assert 0 <= d["val_score"] <= 1 and 0 <= d["test_score"] <= 1
     assert d["cost"]["llm_calls"] > 0 and d["config"]["seed"] == 0

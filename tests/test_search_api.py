@@ -40,7 +40,7 @@ def test_bad_k_raises_input_error():
 def test_optimize_with_fake_llm_respects_budget(tmp_path):
     task = get_task("last_item")
     fake = FakeLLM()
-    res = iclopt.optimize(task, llm=fake, k=3, budget=7, seed=3, cache=False)
+    res = iclopt.optimize(task, llm=fake, k=3, budget=7, seed=3, cache=False, method="best-of-n")
     assert len(res.trace) == 7 and res.cost["evaluations"] == 7
     assert res.val_score == max(t["score"] for t in res.trace)
     assert res.test_score is not None and res.test_cost["evaluations"] == 1
@@ -58,8 +58,24 @@ def test_optimize_with_fake_llm_respects_budget(tmp_path):
 
 def test_optimize_llm_call_cap_stops_search():
     task = get_task("last_item")
-    res = iclopt.optimize(task, llm=FakeLLM(), k=2, budget=50, max_llm_calls=45, cache=False)
+    res = iclopt.optimize(
+        task, llm=FakeLLM(), k=2, budget=50, max_llm_calls=45, cache=False, method="best-of-n"
+    )
     assert res.cost["llm_calls"] <= 45 and len(res.trace) == 2  # 20 queries per evaluation
+
+
+def test_the_default_spends_the_calls_of_its_budget_in_partial_evaluations():
+    task = get_task("last_item")
+    res = iclopt.optimize(task, llm=FakeLLM(), k=3, budget=7, seed=3, cache=False)
+    assert res.config["method"] == "race"
+    calls = sum(t["calls"] for t in res.trace)
+    assert 0.9 * 7 * 20 <= calls <= 7 * 20 == res.config["budget"]["max_llm_calls"]
+    assert all(t["n_queries"] == len(t["val"] or []) + len(t["queries"]) for t in res.trace)
+    assert {t["source"] for t in res.trace} >= {"explore", "halving"}
+    capped = iclopt.optimize(task, llm=FakeLLM(), k=2, budget=50, max_llm_calls=45, cache=False)
+    assert sum(t["calls"] for t in capped.trace) <= 45
+    with pytest.raises(InputDataError, match="below the 20 calls of one evaluation"):
+        iclopt.optimize(task, llm=FakeLLM(), k=2, max_llm_calls=19, cache=False)
 
 
 def test_optimize_bad_arguments():
