@@ -318,6 +318,30 @@ CASES = [
         "a.json: not an iclopt attribution",
     ),
     (
+        "optimize: --max-llm-calls below one evaluation",
+        _files,
+        [*OPT, "--max-llm-calls", "1"],
+        "--max-llm-calls 1 is below the calls of one evaluation",
+    ),
+    (
+        "optimize: a label scorer on a generation task",
+        _files,
+        [*OPT, "--scoring", "label-prob", "--labels", "none"],
+        "has no label set: scorer 'label-prob' needs a classification task",
+    ),
+    (
+        "optimize: an all-blank instructions file",
+        _write("ins.txt", "\n   \n\t\n"),
+        [*OPT, "--instructions-file", "{d}/ins.txt"],
+        "ins.txt: no instruction in it",
+    ),
+    (
+        "optimize: a racing method on a shared study",
+        _files,
+        [*OPT, "--method", "race", "--storage", "sqlite:///{d}/s.db", "--study", "x"],
+        "--method race scores partial evaluations",
+    ),
+    (
         "optimize: --report without --out",
         _files,
         [*OPT[:-2], "--report"],

@@ -74,7 +74,8 @@ class RacingOptimizer(Optimizer):
         instructions: Candidate instructions searched jointly.
         explore: Share of the query budget spent on random prompts first.
         final: Share spent on successive halving over the finalists at the end.
-        chunk: Queries per trial before the final phase (half validation, half pool).
+        chunk: Queries per trial before the final phase (half validation, half pool); a
+            budget of fewer than ``6 * chunk`` queries gets smaller trials (at least 2).
         pool_queries: Use pool examples outside the prompt as extra queries.
         pool_weight: Weight of a pool query against a validation query in the model.
         replace_share: Share of the model-guided steps that replace the incumbent's most
@@ -154,10 +155,12 @@ class RacingOptimizer(Optimizer):
         if not task.val:
             raise InputDataError(f"{name} needs validation queries; task {task.name!r} has none")
         total = self.query_budget_ if self.query_budget_ is not None else 60 * len(task.val)
-        if total < 2 * self.chunk:
+        # a small budget gets smaller trials (at least 6 of them), down to 2 queries each
+        self.chunk_ = int(max(2, min(int(self.chunk), total // 6)))
+        if total < 2 * self.chunk_:
             raise InputDataError(
                 f"a budget of {total} query scorings cannot fit {name}'s schedule "
-                f"(it needs at least two trials of {self.chunk} queries)"
+                f"(it needs at least two trials of {self.chunk_} queries)"
             )
         self.total_ = int(total)
         self.n_val_ = len(task.val)
@@ -312,8 +315,8 @@ class RacingOptimizer(Optimizer):
         left = self.total_ - self.spent_
         final_start = self.total_ * (1.0 - self.final)
         if self.spent_ < self.total_ * self.explore or not self.index_:
-            trial = self._trial(self._random_prompt(), self.chunk, {"source": "explore"})
-        elif self.spent_ < final_start and left > self.chunk:
+            trial = self._trial(self._random_prompt(), self.chunk_, {"source": "explore"})
+        elif self.spent_ < final_start and left > self.chunk_:
             trial = self._guided()
         else:
             trial = self._halving()
@@ -328,7 +331,7 @@ class RacingOptimizer(Optimizer):
             p = self._replace_worst(post, ranked[0])
             if p is not None:
                 return self._trial(
-                    p, self.chunk, {"source": "replace-worst", "incumbent": ranked[0].as_dict()}
+                    p, self.chunk_, {"source": "replace-worst", "incumbent": ranked[0].as_dict()}
                 )
         theta = post.sample(self.rng_)
         new = self._best_new(theta)
@@ -346,7 +349,7 @@ class RacingOptimizer(Optimizer):
             "mean": self._value(post.mean, best),
             "sample": best_value,
         }
-        return self._trial(best, self.chunk, info)
+        return self._trial(best, self.chunk_, info)
 
     def _halving(self) -> Trial | None:
         """Successive halving: each round scores every survivor on as many new queries."""

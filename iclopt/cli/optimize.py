@@ -178,6 +178,20 @@ def optimize(
         keep_overlap=keep_overlap,
     )
     cls = OPTIMIZERS.get(method)
+    if scoring.value != "auto":  # a scorer that does not fit the task, before any model work
+        from iclopt.scoring import SCORERS
+
+        SCORERS.get(scoring.value)().check(the_task)
+    if max_llm_calls is not None and max_llm_calls < len(the_task.val):
+        raise InputDataError(
+            f"--max-llm-calls {max_llm_calls} is below the calls of one evaluation "
+            f"(at least {len(the_task.val)}: one per validation query)"
+        )
+    if storage is not None and getattr(cls, "partial_evaluations", False):
+        raise InputDataError(
+            f"--method {method} scores partial evaluations, which a shared study cannot hold "
+            "yet; use --method best-of-n, neural, gp, ease or tpe with --storage"
+        )
     if n_init is not None and n_init > budget:
         raise InputDataError(
             f"--budget {budget} is smaller than the initial design (--n-init {n_init})"

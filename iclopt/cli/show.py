@@ -113,8 +113,26 @@ def methods() -> None:
         out.print(
             f"  {name:10s} {DESCRIPTIONS.get(name, '')}{mark}", highlight=False, soft_wrap=True
         )
+    from iclopt.scoring import SCORERS
+
+    out.print("--scoring (auto: label-prob for classification, else generate):", highlight=False)
+    for name in SCORERS.names():
+        cls = SCORERS.get(name)
+        low, high = cls.signal_range
+        out.print(
+            f"  {name:12s} answers by {'label argmax' if cls.mode == 'labels' else 'greedy text'}; "
+            f"signal: {cls.signal_name} in [{low}, {high}]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    searches = sorted(set(OPTIMIZERS.names()) - set(SELECTORS.names()))
+    out.print(
+        f"compare --methods: {', '.join(SELECTORS.names())}; and every search: "
+        f"{', '.join(searches)}",
+        highlight=False,
+        soft_wrap=True,
+    )
     for title, reg in (
-        ("compare --methods", SELECTORS),
         ("models", LLMS),
         ("metrics", METRICS),
     ):
