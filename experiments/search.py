@@ -147,7 +147,7 @@ def run_one(spec: str, method: str, seed: int, args: Any, ctx: dict[str, Any]) -
     cpq = probe.calls_per_query()
     evaluations = args.evaluations * mult
     cap = evaluations * len(task.val) * cpq
-    races = bool(getattr(cls, "partial_evaluations", False))
+    races = cls.partial_evaluations
     budget = Budget(max_evaluations=None if races else evaluations, max_llm_calls=cap)
     ev = Evaluator(task, llm, cache=store, budget=budget)
     marks = [int(c * cap) for c in CHECKPOINTS]

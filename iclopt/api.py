@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from iclopt.bandits import DEFAULT_METHOD, OPTIMIZERS, Optimizer
+from iclopt.bandits import DEFAULT_METHOD, DEFAULT_SHARED_METHOD, OPTIMIZERS, Optimizer
 from iclopt.data import Task
 from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError, UnknownNameError
@@ -91,7 +91,7 @@ def estimate_search(
 
 def _races(method: str | Optimizer) -> bool:
     cls = OPTIMIZERS.get(method) if isinstance(method, str) else type(method)
-    return bool(getattr(cls, "partial_evaluations", False))
+    return cls.partial_evaluations
 
 
 def optimize(
@@ -100,7 +100,7 @@ def optimize(
     llm: str | LLM = "smollm2",
     k: int = 5,
     budget: int = 60,
-    method: str | Optimizer = DEFAULT_METHOD,
+    method: str | Optimizer | None = None,
     seed: int | None = 0,
     instructions: Sequence[str | None] | None = None,
     generate_instructions: int = 0,
@@ -127,7 +127,10 @@ def optimize(
             ``task.val``; a re-scoring evaluation of ``neural`` scores it on as many
             extra pool queries). A racing method (``race``) spends the LLM calls of
             ``budget`` such evaluations on partial ones.
-        method: Optimizer name (see ``iclopt.bandits.OPTIMIZERS``) or instance.
+        method: Optimizer name (see ``iclopt.bandits.OPTIMIZERS``) or instance; ``None``
+            for the default (``DEFAULT_METHOD``; with a shared ``storage``,
+            ``DEFAULT_SHARED_METHOD``, since the default's partial evaluations cannot be
+            shared yet).
         seed: Seed of the optimizer (and of instruction generation); ``None`` for fresh
             entropy.
         instructions: Candidate instructions searched jointly; default: none.
@@ -175,6 +178,8 @@ def optimize(
     from iclopt.instructions import dedupe_instructions
     from iclopt.instructions import generate_instructions as ape
 
+    if method is None:
+        method = DEFAULT_METHOD if storage is None else DEFAULT_SHARED_METHOD
     _check_int("k", k, 1)
     _check_int("budget", budget, 1)
     _check_int("generate_instructions", generate_instructions, 0)
@@ -207,7 +212,7 @@ def optimize(
         raise InputDataError("a shared study needs both --storage URL and --study NAME")
     if max_llm_calls is not None:
         _check_int("max_llm_calls", max_llm_calls, 1)
-    races = bool(getattr(cls, "partial_evaluations", False))
+    races = cls.partial_evaluations
     if races and storage is not None:
         raise InputDataError(
             f"method {method if isinstance(method, str) else cls.__name__!r} scores partial "

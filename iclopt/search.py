@@ -143,6 +143,11 @@ def run_search(
         and (budget.max_prompt_tokens is None)
     ):
         raise InputDataError("a search needs a budget: set max_evaluations, calls or tokens")
+    if study is not None and optimizer.partial_evaluations:
+        raise InputDataError(
+            f"{type(optimizer).__name__} scores partial evaluations, which a shared study "
+            "cannot hold yet"
+        )
     optimizer.setup(
         evaluator.task, budget=budget.max_evaluations, query_budget=query_budget(evaluator, budget)
     )
@@ -251,6 +256,8 @@ def run_search(
                     "cache_hits": ev.cost.cache_hits,
                     "seconds": round(seconds, 3),
                     "retries": ev.cost.retries,
+                    "n_queries": len(ev.per_example),
+                    "signal": ev.signal,
                 },
             )
             told.add(trial_id)
@@ -348,6 +355,8 @@ def study_trace(trials: Sequence[StudyTrial]) -> list[TraceEntry]:
                 queries=t.queries,
                 info={**dict(a.get("info") or {}), "worker": a.get("worker")},
                 optimizer_seconds=float(a.get("optimizer_seconds", 0.0)),
+                n_queries=cost.get("n_queries"),
+                signal=cost.get("signal"),
             )
         )
     return out

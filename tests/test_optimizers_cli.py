@@ -73,7 +73,7 @@ def test_optimize_model_based_end_to_end_real_model(tmp_path, method, extra, one
     [
         (["--method", "neural", "--budget", "4", "--n-init", "6"], "smaller than the initial"),
         (["--method", "tpe", "--instruction", "  ", "--instruction", ""], "empty after de-dup"),
-        (["--method", "nope"], "valid: best-of-n, ease, gp, neural, tpe"),
+        (["--method", "nope"], "valid: best-of-n, ease, gp, neural, race, tpe"),
         (["--method", "ease", "--k", "500"], "larger than the pool"),
     ],
 )

@@ -33,6 +33,10 @@ FAST = {
 }
 
 
+#: Optimizers whose trials a shared study can hold (racing methods score partial ones).
+SHAREABLE = [n for n in OPTIMIZERS.names() if not OPTIMIZERS.get(n).partial_evaluations]
+
+
 def _method(name: str):
     kw = dict(FAST[name])
     if name not in ("best-of-n", "tpe"):
@@ -105,7 +109,28 @@ def test_four_worker_processes_on_postgresql(postgres_url):  # noqa: F811
     _four_processes(postgres_url, budget=40)
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_a_racing_method_on_a_shared_study_is_refused_and_the_shared_default_is_not_racing(
+    tmp_path,
+):
+    from iclopt.bandits import DEFAULT_SHARED_METHOD
+
+    racing = [n for n in OPTIMIZERS.names() if n not in SHAREABLE]
+    assert racing, "no racing method registered"
+    assert DEFAULT_SHARED_METHOD in SHAREABLE
+    for name in racing:
+        with pytest.raises(InputDataError, match="shared study cannot hold"):
+            iclopt.optimize(
+                get_task("sentiment"),
+                llm=FakeLLM(),
+                method=name,
+                budget=4,
+                storage=f"sqlite:///{tmp_path / 'study.db'}",
+                study="s",
+                cache=False,
+            )
+
+
+@pytest.mark.parametrize("name", SHAREABLE)
 def test_every_optimizer_with_two_workers(name, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     errors: list[BaseException] = []
@@ -125,7 +150,7 @@ def test_every_optimizer_with_two_workers(name, tmp_path):
     _check_study(storage, name, 10)
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS.names())
+@pytest.mark.parametrize("name", SHAREABLE)
 def test_one_worker_on_a_study_is_the_plain_search(name, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     plain = iclopt.optimize(

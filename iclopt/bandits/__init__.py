@@ -34,6 +34,9 @@ from iclopt.bandits.tpe import TPEBandit
 #: The method of ``iclopt.optimize`` and ``iclopt optimize`` when none is given: the
 #: winner of the optimizer benchmark (docs/benchmarks.md, "Optimizers").
 DEFAULT_METHOD = "race"
+#: The default when the search is shared by several workers (a study): the default method
+#: scores partial evaluations, which a shared study cannot hold yet.
+DEFAULT_SHARED_METHOD = "best-of-n"
 
 #: One line per optimizer, for ``iclopt methods``.
 DESCRIPTIONS = {
@@ -47,6 +50,7 @@ DESCRIPTIONS = {
 
 __all__ = [
     "DEFAULT_METHOD",
+    "DEFAULT_SHARED_METHOD",
     "DESCRIPTIONS",
     "EASE",
     "OPTIMIZERS",

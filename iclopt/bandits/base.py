@@ -21,7 +21,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -112,6 +112,10 @@ class Optimizer(ABC):
         instructions: Candidate instructions searched jointly with the demonstrations;
             ``None`` in the list means "no instruction".
     """
+
+    #: Whether trials score prompts on parts of the validation set (racing methods); a
+    #: shared study cannot hold those yet.
+    partial_evaluations: ClassVar[bool] = False
 
     def __init__(
         self,

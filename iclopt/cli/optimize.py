@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from iclopt.bandits import DEFAULT_METHOD
+from iclopt.bandits import DEFAULT_METHOD, DEFAULT_SHARED_METHOD
 from iclopt.cli._common import (
     O_API_KEY_ENV,
     O_BASE_URL,
@@ -83,8 +83,8 @@ def optimize(
         help="Validation evaluations the search may spend (each scores one prompt on every validation query); a racing method spends the LLM calls of this many evaluations on partial ones.",
     ),
     method: str = typer.Option(
-        DEFAULT_METHOD,
-        help="Search method (see `iclopt methods`): race (racing over queries with an additive model of demonstrations), best-of-n (random search), neural, ease, gp, tpe.",
+        None,
+        help=f"Search method (see `iclopt methods`): race (racing over queries with an additive model of demonstrations), best-of-n (random search), neural, ease, gp, tpe. Default: {DEFAULT_METHOD}; with --storage or --workers, {DEFAULT_SHARED_METHOD} ({DEFAULT_METHOD} cannot share a study yet).",
     ),
     model: str = O_MODEL,
     base_url: str = O_BASE_URL,
@@ -177,6 +177,8 @@ def optimize(
         k,
         keep_overlap=keep_overlap,
     )
+    if method is None:
+        method = DEFAULT_SHARED_METHOD if storage is not None or workers > 1 else DEFAULT_METHOD
     cls = OPTIMIZERS.get(method)
     if scoring.value != "auto":  # a scorer that does not fit the task, before any model work
         from iclopt.scoring import SCORERS
@@ -187,7 +189,7 @@ def optimize(
             f"--max-llm-calls {max_llm_calls} is below the calls of one evaluation "
             f"(at least {len(the_task.val)}: one per validation query)"
         )
-    if storage is not None and getattr(cls, "partial_evaluations", False):
+    if (storage is not None or workers > 1) and cls.partial_evaluations:
         raise InputDataError(
             f"--method {method} scores partial evaluations, which a shared study cannot hold "
             "yet; use --method best-of-n, neural, gp, ease or tpe with --storage"

@@ -57,7 +57,7 @@ class SearchSelector(Selector):
             opt = self.cls_(**kwargs)
             probe = Evaluator(task, self.llm_, **self.context_.evaluator_kwargs)
             calls = self.n_ * len(task.val) * probe.calls_per_query()
-            races = bool(getattr(self.cls_, "partial_evaluations", False))
+            races = self.cls_.partial_evaluations
             budget = Budget(max_evaluations=None if races else self.n_, max_llm_calls=calls)
             ev = Evaluator(task, self.llm_, budget=budget, **self.context_.evaluator_kwargs)
             run_search(opt, ev, budget)

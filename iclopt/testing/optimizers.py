@@ -104,7 +104,7 @@ def check_optimizer(
 
     a = drive(make(0), task, budget)
     assert len(a) == budget, f"{name}: stopped after {len(a)} of {budget} steps"
-    races = bool(getattr(cls, "partial_evaluations", False))
+    races = cls.partial_evaluations
     val = [t for t in a if t.full]
     for t in a:
         p = t.prompt
