@@ -87,7 +87,10 @@ def test_optimize_report_quiet_prints_only_the_page_and_no_library_warning(runs)
     page = (d / "r.html").read_text()
     assert re.findall(r'data-figure="(\w+)"', page) == ["scores", "trace"]
     result = json.loads((d / "r.json").read_text())
-    assert len(result["trace"]) == 2 and result["cost"]["llm_calls"] > 0
+    # the default search: the calls of 2 evaluations (20 queries x 2 labels) in partial ones
+    assert result["cost"]["llm_calls"] > 0
+    assert sum(e["calls"] for e in result["trace"]) <= 2 * 20 * 2 < 10 * len(result["trace"])
+    assert any(e["n_queries"] < 20 for e in result["trace"])
 
 
 def _png_sizes(page: str) -> dict[str, tuple[int, int]]:
@@ -160,7 +163,7 @@ def test_report_of_real_runs_renders_its_figures_in_chromium(runs, browser, tmp_
             pixels = np.asarray(crop, dtype=int).reshape(-1, 3)
             ink = float((pixels.sum(axis=1) < 600).mean())
             colors = len(np.unique(pixels, axis=0))
-            assert ink > 0.02 and colors > 20, (img["name"], ink, colors)
+            assert ink > 0.01 and colors > 20, (img["name"], ink, colors)  # blank: 0
             # drawn to the bottom (a cut-off image leaves its lower part blank)
             lower = np.asarray(crop, dtype=int)[crop.size[1] // 2 :].reshape(-1, 3)
             assert (lower.sum(axis=1) < 600).mean() > 0.01, img["name"]

@@ -56,6 +56,8 @@ def _command(folder: Path, cache: Path, out: Path) -> list[str]:
         "2",
         "--budget",
         str(BUDGET),
+        "--method",  # one full evaluation per cache transaction: the rows count evaluations
+        "best-of-n",
         "--seed",
         "3",
         "--cache",

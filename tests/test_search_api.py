@@ -93,3 +93,19 @@ def test_load_rejects_non_results(tmp_path):
     p.write_text("{}")
     with pytest.raises(InputDataError, match="not an iclopt result"):
         OptimizationResult.load(p)
+
+
+def test_a_rerun_of_the_default_on_its_cache_pays_nothing_and_equals_the_first(tmp_path):
+    from iclopt.evaluation import ResultCache
+
+    task = get_task("last_item")
+    cache = ResultCache(tmp_path / "c.sqlite")
+    first = iclopt.optimize(task, llm=FakeLLM(), k=3, budget=5, seed=1, cache=cache)
+    again = iclopt.optimize(task, llm=FakeLLM(), k=3, budget=5, seed=1, cache=cache)
+    assert first.cost["llm_calls"] > 0 and again.cost["llm_calls"] == 0
+    assert again.cost["cache_hits"] == first.cost["llm_calls"]  # the same calls, all cached
+    keep = ("demos", "instruction", "score", "signal", "val", "queries", "calls", "source")
+    assert again.best == first.best
+    assert [{k: e[k] for k in keep} for e in again.trace] == [
+        {k: e[k] for k in keep} for e in first.trace
+    ]
