@@ -298,9 +298,9 @@ def optimize(
         raise InputDataError("the budget did not allow a single evaluation")
     best_prompt, why = optimizer.recommend()
     full = [e for e in trace if e.on_val and e.prompt == best_prompt]
-    if full:
-        val_score = full[0].score
-    else:  # a racing method's choice: its validation score from the cache (no new calls)
+    val_score = full[0].score if full else float("nan")
+    final_cost = Cost()  # scoring the chosen prompt outside the search
+    if not full:  # a racing method's choice: its whole validation score, mostly cached
         val_eval = Evaluator(
             task,
             model,
@@ -309,9 +309,10 @@ def optimize(
             max_new_tokens=max_new_tokens,
             cache=store,
         )
-        val_score = val_eval.evaluate(best_prompt).score
+        rescored = val_eval.evaluate(best_prompt)
+        val_score, final_cost = rescored.score, rescored.cost
     test_score: float | None = None
-    test_cost = Cost()
+    test_cost = final_cost
     if evaluate_test and task.test:
         # a phase record: the CLI shows it as the current step (iclopt/cli/_feedback.py)
         logger.info(
@@ -326,7 +327,8 @@ def optimize(
             cache=store,
         )
         ev = test_eval.evaluate(best_prompt, task.test)
-        test_score, test_cost = ev.score, ev.cost
+        test_score = ev.score
+        test_cost += ev.cost
     config = {
         "method": method if isinstance(method, str) else type(method).__name__,
         "optimizer": optimizer.config(),

@@ -31,7 +31,8 @@ class OptimizationResult:
         template: The template the prompts were rendered with.
         trace: Every evaluated prompt with its score and cost.
         cost: Cost of the search (validation evaluations).
-        test_cost: Cost of scoring the best prompt on the test set.
+        test_cost: Cost of scoring the best prompt outside the search: on the test set, and
+            on the validation queries a racing search left unscored (for its `val_score`).
         config: Every setting of the run, seed included.
         model: Identity of the LLM.
         task: Task name.

@@ -108,10 +108,11 @@ def data(tmp_path):
     return paths
 
 
-def _optimize(data, out: Path, cache: Path, *extra: str):
+def _optimize(data, out: Path, cache: Path, *extra: str, quiet: bool = True):
     pool, val, test = data
     args = ["optimize", "--pool", pool, "--val", val, "--test", test, "--k", "2"]
-    args += ["--budget", "3", "--seed", "0", "--max-new-tokens", "3", "--quiet"]
+    args += ["--budget", "3", "--seed", "0", "--max-new-tokens", "3"]
+    args += ["--quiet"] if quiet else []
     args += ["--cache", str(cache), "--out", str(out), *extra]
     return runner.invoke(app, args)
 
@@ -221,7 +222,9 @@ def test_optimize_over_the_server_finds_the_local_models_best_prompt(
     if template == "chat":
         return
     # auto scoring: the server has no logprobs, so greedy generation, and the artifact says so
-    auto = _optimize(data, tmp_path / "auto.json", tmp_path / "s.sqlite", *_served(server))
+    auto = _optimize(
+        data, tmp_path / "auto.json", tmp_path / "s.sqlite", *_served(server), quiet=False
+    )  # --quiet would hide the warning: it tells about the run, but is not an error
     assert auto.exit_code == 0, auto.output
     assert "returns no log-probabilities" in caplog.text  # the warning
     c = json.loads((tmp_path / "auto.json").read_text())
@@ -272,7 +275,9 @@ def test_a_server_that_stays_down_stops_the_run_and_keeps_what_was_paid(
 ):
     proxy = proxy_factory(down_after=6)  # evaluation 1 (4 queries) answered, then 503s
     cache, out = tmp_path / "c.sqlite", tmp_path / "r.json"
+    # best-of-n: whole evaluations of 4 queries, so the cache's rows count evaluations
     opts = ("--scoring", "generate", "--max-retries", "1", "--concurrency", "1")
+    opts += ("--method", "best-of-n")
     down = _optimize(data, out, cache, *opts, *_served(server, proxy.base_url))
     _one_line_error(down, "failed with HTTP 503 after 1 retries")
     assert not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from iclopt.cli import (  # noqa: F401  (registers the commands)
@@ -23,8 +24,9 @@ __all__ = ["app", "main"]
 def main() -> None:
     """Console-script entry point."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:  # INFO records feed the progress display only
-        handler.setLevel(logging.WARNING)
+    if not os.environ.get("OPENAI_LOG"):  # else the user asked for the client's debug log
+        for handler in logging.getLogger().handlers:  # INFO records feed the progress only
+            handler.setLevel(logging.WARNING)
     try:
         app()
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -59,6 +60,8 @@ def silence_library_warnings() -> None:
     warnings.filterwarnings("ignore")
     warnings.filterwarnings("default", module=r"iclopt(\.|$)")
     for name in _LIBRARY_LOGGERS:
+        if name == "httpx" and os.environ.get("OPENAI_LOG"):
+            continue  # the user asked for the openai client's (and httpx's) log
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
