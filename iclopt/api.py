@@ -300,16 +300,16 @@ def optimize(
     full = [e for e in trace if e.on_val and e.prompt == best_prompt]
     val_score = full[0].score if full else float("nan")
     final_cost = Cost()  # scoring the chosen prompt outside the search
+    final_eval = Evaluator(
+        task,
+        model,
+        template=template,
+        scoring=scoring,
+        max_new_tokens=max_new_tokens,
+        cache=store,
+    )
     if not full:  # a racing method's choice: its whole validation score, mostly cached
-        val_eval = Evaluator(
-            task,
-            model,
-            template=template,
-            scoring=scoring,
-            max_new_tokens=max_new_tokens,
-            cache=store,
-        )
-        rescored = val_eval.evaluate(best_prompt)
+        rescored = final_eval.evaluate(best_prompt)
         val_score, final_cost = rescored.score, rescored.cost
     test_score: float | None = None
     test_cost = final_cost
@@ -318,15 +318,7 @@ def optimize(
         logger.info(
             "scoring the best prompt on %d test queries", len(task.test), extra={"phase": True}
         )
-        test_eval = Evaluator(
-            task,
-            model,
-            template=template,
-            scoring=scoring,
-            max_new_tokens=max_new_tokens,
-            cache=store,
-        )
-        ev = test_eval.evaluate(best_prompt, task.test)
+        ev = final_eval.evaluate(best_prompt, task.test)
         test_score = ev.score
         test_cost += ev.cost
     config = {

@@ -51,13 +51,12 @@ def label_rows(
     return rows
 
 
-@register_scorer("labels")
-class LabelScorer(Scorer):
-    """The most likely label (by log-likelihood) is the answer; the signal is the metric."""
+class _LabelArgmax(Scorer):
+    """Label argmax; subclasses name the record field that is the signal."""
 
     mode = "labels"
-    signal_name = "task metric"
     needs_labels = True
+    signal_field = "score"
 
     def score(
         self, evaluator: Evaluator, texts: list[str], queries: Sequence[Example], cost: Cost
@@ -65,12 +64,20 @@ class LabelScorer(Scorer):
         """See :meth:`Scorer.score`."""
         rows = label_rows(evaluator, texts, queries, cost)
         for r in rows:
-            r["signal"] = r["score"]
+            r["signal"] = r[self.signal_field]
         return rows
 
 
+@register_scorer("labels")
+class LabelScorer(_LabelArgmax):
+    """The most likely label (by log-likelihood) is the answer; the signal is the metric."""
+
+    signal_name = "task metric"
+    signal_field = "score"
+
+
 @register_scorer("label-prob")
-class LabelProbScorer(Scorer):
+class LabelProbScorer(_LabelArgmax):
     """Label argmax as the answer; the signal is the gold label's normalized probability.
 
     The probability separates prompts on few queries where 0/1 accuracy cannot (a prompt
@@ -78,15 +85,5 @@ class LabelProbScorer(Scorer):
     answers are the same as :class:`LabelScorer`'s and share its cache entries.
     """
 
-    mode = "labels"
     signal_name = "gold-label probability"
-    needs_labels = True
-
-    def score(
-        self, evaluator: Evaluator, texts: list[str], queries: Sequence[Example], cost: Cost
-    ) -> list[dict[str, Any]]:
-        """See :meth:`Scorer.score`."""
-        rows = label_rows(evaluator, texts, queries, cost)
-        for r in rows:
-            r["signal"] = r["gold_prob"]
-        return rows
+    signal_field = "gold_prob"
