@@ -572,9 +572,14 @@ def write_doc(text: str, doc: Path) -> None:
 
 # ---------------------------------------------------------------------- server check
 def check_server(args: Any) -> str:
-    """The in-process LM and DSPy's own client on ``transformers serve`` answer alike."""
+    """The in-process LM answers as the same model behind ``transformers serve`` does.
+
+    For each task, ``k`` pool demos and five validation queries: the ChatAdapter prompt
+    through DSPy's own client (``dspy.LM("openai/...")``) against the in-process
+    :class:`IcloptLM`, and the completion prompt through iclopt's ``openai:`` backend
+    inside :class:`IcloptLM` against the in-process one. Raw answers are compared.
+    """
     import shutil
-    import subprocess
     import tempfile
 
     import dspy
@@ -583,38 +588,62 @@ def check_server(args: Any) -> str:
     sys.path.insert(0, str(ROOT / "tests"))
     from servers import TransformersServer
 
+    from iclopt.evaluation import Evaluator
     from iclopt.llms import get_llm
+    from iclopt.llms.export import export_model
 
-    task, _ = load(args.tasks[0], args)
     tmp = Path(tempfile.mkdtemp(prefix="peers-serve-"))
-    exe = shutil.which("iclopt", path=str(Path(sys.executable).parent)) or "iclopt"
-    subprocess.run([exe, "models", "export", "smollm2", str(tmp / "model")], check=True)
+    export_model("smollm2", tmp / "model")  # what `iclopt models export smollm2 DIR` writes
     srv = TransformersServer(tmp / "model", tmp / "serve.log")
     srv.start()
+    lines, same, total = [], 0, 0
     try:
-        local = P.IcloptLM(get_llm("smollm2", num_threads=args.threads), task_max_tokens=40)
-        remote = dspy.LM(
-            f"openai/{srv.model}",
-            api_base=srv.base_url,
-            api_key="none",
-            temperature=0.0,
-            max_tokens=40,
-            cache=False,
-            num_retries=0,
-        )
-        prog = dspy.Predict(P.task_signature())
-        prog.demos = P.to_dspy(task.pool[: args.k])
-        out, same = [], 0
-        for q in task.val[:5]:
-            answers = []
-            for lm in (local, remote):
-                with dspy.context(lm=lm, adapter=P.ShippedChatAdapter()):
-                    prog(input=q.input)
-                answers.append(lm.history[-1]["outputs"][0])
-            same += answers[0] == answers[1]
-            out.append(f"- `{q.input[:60]}`: in-process {answers[0]!r} / served {answers[1]!r}")
-        head = f"{same} of {len(out)} raw chat answers identical ({task.name}, k={args.k})"
-        return head + "\n" + "\n".join(out)
+        smol = get_llm("smollm2", num_threads=args.threads)
+        served = get_llm(f"openai:{srv.model}", base_url=srv.base_url)
+        for name in args.tasks:
+            task, _ = load(name, args)
+            cap = Evaluator(task, smol, scoring="generate").max_new_tokens
+            pairs = [
+                (
+                    "chat",
+                    P.ShippedChatAdapter(),
+                    P.IcloptLM(smol, task_max_tokens=cap + 24),
+                    dspy.LM(
+                        f"openai/{srv.model}",
+                        api_base=srv.base_url,
+                        api_key="none",
+                        temperature=0.0,
+                        max_tokens=cap + 24,
+                        cache=False,
+                        num_retries=0,
+                    ),
+                ),
+                (
+                    "completion",
+                    P.CompletionAdapter(cap),
+                    P.IcloptLM(smol),
+                    P.IcloptLM(served),
+                ),
+            ]
+            prog = dspy.Predict(P.task_signature())
+            prog.demos = P.to_dspy(task.pool[: args.k])
+            for style, adapter, local, remote in pairs:
+                for q in task.val[:5]:
+                    answers = []
+                    for lm in (local, remote):
+                        with dspy.context(lm=lm, adapter=adapter):
+                            try:
+                                prog(input=q.input)
+                            except Exception as exc:  # a parse failure: the raw text counts
+                                log.info("%s: %s", style, type(exc).__name__)
+                        answers.append(lm.history[-1]["outputs"][0])
+                    total += 1
+                    same += answers[0] == answers[1]
+                    lines.append(
+                        f"- {name}, {style}, `{q.input[:50]}`: in-process {answers[0]!r}, "
+                        f"served {answers[1]!r}"
+                    )
+        return f"{same} of {total} raw answers identical\n" + "\n".join(lines)
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
