@@ -408,7 +408,9 @@ def report(args: Any) -> str:
         "",
         "LLM calls and prompt tokens: every call a method made on pool/validation data while "
         "choosing its prompt (cached answers included; DSPy's proposal and reflection calls "
-        "included, shown apart as *meta*). Wall time: choosing plus scoring both test sets.",
+        "included, shown apart as *meta*). Wall time: choosing plus scoring both test sets, "
+        "on a shared result cache (a method that asks what an earlier one asked pays less "
+        "time, never fewer counted calls).",
         "",
     ]
     for ts in TEST_SETS:
@@ -465,7 +467,8 @@ def report(args: Any) -> str:
                 d = _paired(ok, "iclopt:default", m, ts)
                 if d:
                     mean, lo, hi = _ci95(d)
-                    cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] ({len(d)})")
+                    ci = f"[{lo:+.3f}, {hi:+.3f}]" if len(d) > 1 else "[one pair: no interval]"
+                    cells.append(f"{mean:+.3f} {ci} ({len(d)})")
                 else:
                     cells.append("—")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
@@ -500,6 +503,56 @@ def report(args: Any) -> str:
         )
     lines += ["", END]
     return "\n".join(lines) + "\n"
+
+
+def write_csv(args: Any) -> None:
+    """One line per run: the numbers of the report, small enough to commit."""
+    import csv
+
+    rows = [json.loads(p.read_text()) for p in sorted(args.out.glob("*__*__s*.json"))]
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    with args.csv.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            [
+                "task",
+                "method",
+                "resolved",
+                "seed",
+                "k",
+                "budget_calls",
+                "execute",
+                "heldout",
+                "calls",
+                "meta_calls",
+                "prompt_tokens",
+                "test_calls_per_query",
+                "empty_execute",
+                "seconds",
+                "error",
+            ]
+        )
+        for r in rows:
+            sc = r.get("scores", {})
+            w.writerow(
+                [
+                    r["task"],
+                    r["method"],
+                    r.get("resolved", ""),
+                    r["seed"],
+                    r["k"],
+                    r["budget_calls"],
+                    sc.get("execute", ""),
+                    sc.get("heldout", ""),
+                    r.get("calls", ""),
+                    r.get("meta_calls", ""),
+                    r.get("prompt_tokens", ""),
+                    r.get("test_calls_per_query", {}).get("execute", 1.0 if sc else ""),
+                    r.get("empty_answers", {}).get("execute", ""),
+                    round(r.get("seconds", 0.0), 1),
+                    (r.get("error") or "").strip().splitlines()[0][:120] if r.get("error") else "",
+                ]
+            )
 
 
 def _ranks(by: dict, tasks: list[str], methods: list[str], ts: str) -> dict[str, float]:
@@ -654,6 +707,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Any:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "peers")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
+    ap.add_argument("--csv", type=Path, default=ROOT / "experiments" / "results" / "peers.csv")
     ap.add_argument("--bench", type=Path, default=BENCH)
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -701,7 +755,8 @@ def main(argv: Sequence[str] | None = None, llm: Any = None) -> list[Path]:
     written = [] if args.report_only else run(args, llm)
     if not args.no_report:
         write_doc(report(args), args.doc)
-        log.info("wrote %s", args.doc)
+        write_csv(args)
+        log.info("wrote %s and %s", args.doc, args.csv)
     return written
 
 

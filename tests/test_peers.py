@@ -94,7 +94,8 @@ def test_smoke_every_dspy_optimizer_runs_resumes_and_reports(smol, bench, tmp_pa
     peers = _module("peers")
     out, doc = tmp_path / "runs", tmp_path / "results.md"
     doc.write_text("# Results\n\nWritten by hand, kept.\n")
-    args = [*TINY, "--bench", str(bench), "--out", str(out), "--doc", str(doc)]
+    csv = tmp_path / "peers.csv"
+    args = [*TINY, "--bench", str(bench), "--out", str(out), "--doc", str(doc), "--csv", str(csv)]
     written = peers.main(args, llm=smol)
     assert len(written) == len(METHODS)
     rows = {json.loads(p.read_text())["method"]: json.loads(p.read_text()) for p in written}
@@ -121,6 +122,7 @@ def test_smoke_every_dspy_optimizer_runs_resumes_and_reports(smol, bench, tmp_pa
         assert f"| {method} |" in text
     assert "iclopt's default minus each DSPy optimizer" in text
     assert "python experiments/peers.py" in text
+    assert len(csv.read_text().splitlines()) == 1 + len(METHODS)
     # resumable: a rerun runs nothing and rewrites the same report
     stamps = {p: p.stat().st_mtime_ns for p in written}
     assert peers.main(args, llm=smol) == []
