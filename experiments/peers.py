@@ -55,6 +55,7 @@ METHODS = [f"iclopt:{m}" for m in ICLOPT_METHODS] + [
     f"dspy:{o}:{a}" for o in DSPY_OPTIMIZERS for a in ADAPTERS
 ]
 TEST_SETS = ("execute", "heldout")
+MAX_ERRORS = 10**9  # DSPy's errors before it cancels an evaluation (see run_dspy)
 BEGIN, END = "<!-- peers:begin (written by experiments/peers.py) -->", "<!-- peers:end -->"
 
 log = logging.getLogger("peers")
@@ -190,7 +191,9 @@ def run_dspy(
         seed=seed,
     )
     adapter = P.ShippedChatAdapter() if adapter_name == "chat" else P.CompletionAdapter(cap)
-    dspy.configure(lm=lm, adapter=adapter)
+    # parse failures score 0 (failure_score) instead of aborting the run: DSPy's default
+    # (10 errors) stops BootstrapFewShotWithRandomSearch + ChatAdapter on SmolLM2
+    dspy.configure(lm=lm, adapter=adapter, max_errors=MAX_ERRORS)
     trainset = P.to_dspy(task.pool)
     random.Random(seed).shuffle(trainset)  # LabeledFewShot ignores seeds (Random(0) inside)
     valset = P.to_dspy(task.val)
