@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-try:
-    import dspy  # noqa: F401
-except ImportError:
+# found, not imported: DSPy loads only when these tests run, not for the whole session
+if importlib.util.find_spec("dspy") is None:
     if os.environ.get("ICLOPT_REQUIRE_DSPY"):  # CI: the smoke test must run, never skip
-        raise
+        raise ImportError("ICLOPT_REQUIRE_DSPY is set but DSPy is not installed")
     pytest.skip("DSPy is not installed: pip install -e '.[bench]'", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
