@@ -209,8 +209,28 @@ def run_dspy(
         embedder=ctx["embedder"],
         threads=args.dspy_threads,
     )
+    try:
+        return _compile_and_score(P, dspy, lm, setting, adapter_name, task, heldout, metric, args)
+    finally:
+        lm.close()
+
+
+def _compile_and_score(
+    P: Any,
+    dspy: Any,
+    lm: Any,
+    setting: Any,
+    adapter_name: str,
+    task: Any,
+    heldout: list[Any],
+    metric: Any,
+    args: Any,
+) -> dict:
     start = time.perf_counter()
-    row: dict[str, Any] = {"params": setting.params, "adapter": adapter_name}
+    row: dict[str, Any] = {
+        "params": {**setting.params, "max_errors": MAX_ERRORS},
+        "adapter": adapter_name,
+    }
     try:
         program = setting.compile(dspy.Predict(P.task_signature()))
     except Exception as exc:  # recorded as a failed cell, never scored 0

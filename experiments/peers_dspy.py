@@ -140,11 +140,11 @@ class IcloptLM(dspy.BaseLM):
         self.seed = seed
         self.max_batch = max_batch
         self.ledger = Ledger()
-        # shared by the copies DSPy makes (rollouts): phase and generation seconds
-        self.state: dict[str, Any] = {"phase": "compile", "seconds": 0.0}
+        # shared by the copies DSPy makes (rollouts): the phase, generation seconds and
+        # the one batching thread that answers them all
+        self.state: dict[str, Any] = {"phase": "compile", "seconds": 0.0, "worker": None}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[_Request] = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
 
     # ------------------------------------------------------------------ text
     def render(self, prompt: str | None, messages: list[dict[str, Any]] | None) -> str:
@@ -196,7 +196,7 @@ class IcloptLM(dspy.BaseLM):
             ],
             "usage": {
                 "prompt_tokens": tokens * n,
-                "completion_tokens": sum(len(t.split()) for t in texts),
+                "completion_tokens": sum(self.llm.count_tokens(texts)),
                 "total_tokens": tokens * n,
             },
         }
@@ -240,22 +240,30 @@ class IcloptLM(dspy.BaseLM):
 
     def _submit(self, r: _Request) -> None:
         with self._lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._serve, daemon=True)
-                self._worker.start()
+            worker = self.state["worker"]
+            if worker is None or not worker.is_alive():
+                worker = threading.Thread(target=self._serve, daemon=True)
+                self.state["worker"] = worker
+                worker.start()
         self._queue.put(r)
 
     def _serve(self) -> None:
         """Answer queued requests, all that are waiting at once (grouped by settings)."""
         while True:
             first = self._queue.get()
+            if first is None:  # close()
+                return
             time.sleep(0.005)  # let concurrent callers arrive
-            batch = [first]
+            batch, closing = [first], False
             while len(batch) < self.max_batch:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
             groups: dict[tuple[Any, ...], list[_Request]] = {}
             for r in batch:
                 groups.setdefault((r.max_tokens, r.stop, r.temperature), []).append(r)
@@ -277,6 +285,16 @@ class IcloptLM(dspy.BaseLM):
                     self.state["seconds"] += time.perf_counter() - t0
                 for r, t in zip(rows, out):
                     r.future.set_result(t)
+            if closing:
+                return
+
+    def close(self) -> None:
+        """Stop the batching thread (a later call starts a new one)."""
+        with self._lock:
+            worker, self.state["worker"] = self.state["worker"], None
+        if worker is not None and worker.is_alive():
+            self._queue.put(None)
+            worker.join()
 
     @contextmanager
     def in_phase(self, phase: str) -> Iterator[None]:
