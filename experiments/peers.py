@@ -516,7 +516,10 @@ def report(args: Any) -> str:
         "Reproduce (each run records its command; `--report-only` rewrites this section):",
         "",
     ]
-    lines += ["```", *commands, "python experiments/peers.py --report-only", "```", ""]
+    again = "python experiments/peers.py --report-only"
+    if args.out.resolve() != (ROOT / "runs" / "peers").resolve():
+        again += f" --out {shlex.quote(_relative(args.out))}"
+    lines += ["```", *commands, again, "```", ""]
     for mch in sorted(machines):
         d = json.loads(mch)
         v = ", ".join(f"{k} {x}" for k, x in d["versions"].items())
@@ -576,6 +579,13 @@ def write_csv(args: Any) -> None:
                     (r.get("error") or "").strip().splitlines()[0][:120] if r.get("error") else "",
                 ]
             )
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _ranks(by: dict, tasks: list[str], methods: list[str], ts: str) -> dict[str, float]:
