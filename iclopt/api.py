@@ -27,6 +27,7 @@ from iclopt.study import describe_storage
 
 __all__ = [
     "ComparisonResult",
+    "check_method_options",
     "compare",
     "default_cache_path",
     "estimate_search",
@@ -89,6 +90,33 @@ def estimate_search(
     }
 
 
+def check_method_options(
+    cls: type[Optimizer], options: dict[str, Any], *, task: Task, k: int, budget: int
+) -> None:
+    """Refuse method options that ``cls`` does not take or whose values are bad (one line).
+
+    Names are checked against the constructor's signature; values by a trial
+    :meth:`~iclopt.bandits.Optimizer.setup` on ``task`` where that is cheap (not for the
+    model-based methods, whose setup embeds the pool).
+    """
+    import inspect
+
+    from iclopt.bandits.model_based import ModelBasedOptimizer
+
+    fixed = {"k", "seed", "instructions", "n_init", "embedder"}
+    params = inspect.signature(cls.__init__).parameters
+    valid = sorted(p for p in params if p not in fixed | {"self"})
+    for key in options:
+        if key in fixed:
+            raise InputDataError(f"option {key!r} has its own argument (--{key.replace('_', '-')})")
+        if key not in params:
+            raise InputDataError(
+                f"{cls.__name__} has no option {key!r}; valid: {', '.join(valid) or '(none)'}"
+            )
+    if not issubclass(cls, ModelBasedOptimizer):
+        cls(k=k, seed=0, **options).setup(task, budget=budget)
+
+
 def _races(method: str | Optimizer) -> bool:
     cls = OPTIMIZERS.get(method) if isinstance(method, str) else type(method)
     return cls.partial_evaluations
@@ -116,6 +144,7 @@ def optimize(
     on_step: Callable[[TraceEntry, Evaluation], None] | None = None,
     storage: str | None = None,
     study: str | None = None,
+    method_options: dict[str, Any] | None = None,
 ) -> OptimizationResult:
     """Find the instruction and ordered demonstrations that make ``llm`` do ``task`` best.
 
@@ -158,6 +187,8 @@ def optimize(
             the same way (see :mod:`iclopt.study`); ``budget`` is then the study's total
             and the result covers every worker's evaluations.
         study: The study name within ``storage`` (required with it).
+        method_options: Further constructor arguments of the method (e.g. race's
+            ``{"chunk": 16, "final": 0.4}``), checked against its signature.
 
     Returns:
         The best prompt (the optimizer's recommendation: the best validation score, or
@@ -210,6 +241,11 @@ def optimize(
         cls, model_based = type(method), isinstance(method, ModelBasedOptimizer)
     if (storage is None) != (study is None):
         raise InputDataError("a shared study needs both --storage URL and --study NAME")
+    options = dict(method_options or {})
+    if options:
+        if not isinstance(method, str):
+            raise InputDataError("method_options need a method name, not an optimizer object")
+        check_method_options(cls, options, task=task, k=k, budget=budget)
     if max_llm_calls is not None:
         _check_int("max_llm_calls", max_llm_calls, 1)
     races = cls.partial_evaluations
@@ -243,7 +279,7 @@ def optimize(
         kwargs: dict[str, Any] = {"k": k, "seed": seed, "instructions": candidates}
         if model_based:
             kwargs.update(n_init=n_init, embedder=embedder)
-        optimizer = cls(**kwargs)
+        optimizer = cls(**kwargs, **options)
     else:
         optimizer = method
     evaluator = Evaluator(

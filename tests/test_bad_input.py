@@ -342,6 +342,18 @@ CASES = [
         "--method race scores partial evaluations",
     ),
     (
+        "optimize: an option the method does not have",
+        _files,
+        [*OPT, "--method", "race", "--option", "nope=1"],
+        "RacingOptimizer has no option 'nope'; valid: chunk, explore",
+    ),
+    (
+        "optimize: a racing schedule that cannot fit the budget",
+        _files,
+        [*OPT, "--method", "race", "--option", "explore=0.8", "--option", "final=0.5"],
+        "explore + final of RacingOptimizer must be at most 1",
+    ),
+    (
         "optimize: --report without --out",
         _files,
         [*OPT[:-2], "--report"],

@@ -109,3 +109,16 @@ def test_a_rerun_of_the_default_on_its_cache_pays_nothing_and_equals_the_first(t
     assert [{k: e[k] for k in keep} for e in again.trace] == [
         {k: e[k] for k in keep} for e in first.trace
     ]
+
+
+def test_method_options_reach_the_method_and_bad_ones_are_one_line_errors():
+    task = get_task("last_item")
+    res = iclopt.optimize(
+        task, llm=FakeLLM(), k=3, budget=5, cache=False, method_options={"chunk": 4}
+    )
+    assert res.config["optimizer"]["chunk"] == 4
+    assert {t["n_queries"] for t in res.trace if t["source"] == "explore"} == {4}
+    with pytest.raises(InputDataError, match="has no option 'chunck'; valid: chunk"):
+        iclopt.optimize(task, llm=FakeLLM(), method_options={"chunck": 4}, cache=False)
+    with pytest.raises(InputDataError, match="'final' parameter of RacingOptimizer"):
+        iclopt.optimize(task, llm=FakeLLM(), method_options={"final": 2.0}, cache=False)

@@ -105,6 +105,10 @@ def optimize(
         min=0,
         help="Also let the LLM propose this many instructions from random demonstrations (APE-style; charged to the budget, cached, de-duplicated).",
     ),
+    option: list[str] = typer.Option(
+        None,
+        help="A method option KEY=VALUE (repeatable; VALUE read as JSON, else as text), e.g. --option chunk=16 --option final=0.4 for race's racing schedule (its options: explore, final, chunk, pool_queries, pool_weight, replace_share, n_finalists; see docs/reference.md).",
+    ),
     n_init: int = typer.Option(
         None,
         min=1,
@@ -194,6 +198,11 @@ def optimize(
             f"--method {method} scores partial evaluations, which a shared study cannot hold "
             "yet; use --method best-of-n, neural, gp, ease or tpe with --storage"
         )
+    method_options = parse_options(option)
+    if method_options:
+        from iclopt.api import check_method_options
+
+        check_method_options(cls, method_options, task=the_task, k=k, budget=budget)
     if n_init is not None and n_init > budget:
         raise InputDataError(
             f"--budget {budget} is smaller than the initial design (--n-init {n_init})"
@@ -250,6 +259,7 @@ def optimize(
                 "max_new_tokens": max_new_tokens,
                 "max_llm_calls": max_llm_calls,
                 "max_prompt_tokens": max_prompt_tokens,
+                "method_options": method_options or None,
                 "cache": cache_arg(cache, no_cache),
             },
             task_source={
@@ -263,6 +273,23 @@ def optimize(
                 "split_seed": split_seed,
             },
         )
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict (values parsed as JSON where they parse)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise InputDataError(f"--option {pair!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def _worker(
