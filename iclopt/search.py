@@ -331,7 +331,13 @@ def _observe_study(
         if t.state == "complete" and t.value is not None and t.trial_id not in told:
             told.add(t.trial_id)
             done.setdefault(t.key, t.value)
-            optimizer.tell(Trial(t.prompt, t.queries, dict(t.attrs.get("info") or {})), t.value)
+            # the mean signal stands for the per-query records (it breaks score ties)
+            signal = (t.attrs.get("cost") or {}).get("signal")
+            optimizer.tell(
+                Trial(t.prompt, t.queries, dict(t.attrs.get("info") or {})),
+                t.value,
+                per_query=None if signal is None else [{"signal": signal}],
+            )
     return cap is not None and len(admitted(trials, cap)) >= cap
 
 
