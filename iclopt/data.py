@@ -77,6 +77,12 @@ class Example:
         out: Any = self.output if isinstance(self.output, str) else list(self.output)
         return {"id": self.id, "input": self.input, "output": out}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Example:
+        """Inverse of :meth:`as_dict` (a list of answers becomes a tuple; no id is "")."""
+        out = d["output"]
+        return cls(d["input"], out if isinstance(out, str) else tuple(out), id=str(d.get("id", "")))
+
 
 @dataclass
 class Task:

@@ -108,14 +108,7 @@ class OptimizationResult:
             demos = d["prompt"]["demos"]
             return cls(
                 best=Prompt(d["prompt"]["instruction"], tuple(x["pool_id"] for x in demos)),
-                demos=[
-                    Example(
-                        x["input"],
-                        x["output"] if isinstance(x["output"], str) else tuple(x["output"]),
-                        id=str(x.get("id", "")),
-                    )
-                    for x in demos
-                ],
+                demos=[Example.from_dict(x) for x in demos],
                 val_score=float(d["val_score"]),
                 test_score=None if d.get("test_score") is None else float(d["test_score"]),
                 template=Template.from_dict(d.get("template", {})),

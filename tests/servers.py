@@ -33,6 +33,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A test server whose handler errors (a forward the client already gave up on) are not
+    printed to stderr, where a CLI run under test would capture them as its own output."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
 class TransformersServer:
     """``transformers serve MODEL_DIR`` on 127.0.0.1, started and stopped by the caller."""
 
@@ -186,7 +194,7 @@ class FaultProxy:
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                     self.close_connection = True
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self._server = _QuietServer(("127.0.0.1", free_port()), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()

@@ -196,14 +196,7 @@ class Attribution:
             task=str(d.get("task", "")),
             model=str(d.get("model", "")),
             prompt=Prompt.from_dict(d["prompt"]),
-            demos=[
-                Example(
-                    x["input"],
-                    x["output"] if isinstance(x["output"], str) else tuple(x["output"]),
-                    id=str(x.get("id", "")),
-                )
-                for x in demos
-            ],
+            demos=[Example.from_dict(x) for x in demos],
             scores=scores,
             suspect=arr("suspect"),
             per_query=arr("per_query"),
