@@ -23,7 +23,7 @@ the parameter space; with 100 pool items and k = 5 that is under 1,000 unknowns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,11 +125,17 @@ class AdditiveModel:
             cols.append(self.p0 + prompt)
         return cols
 
-    def fit(self) -> Posterior:
-        """The posterior given every observation so far."""
+    def fit(self, *, skip_queries: Set[int] = frozenset()) -> Posterior:
+        """The posterior given every observation so far.
+
+        Args:
+            skip_queries: Query columns whose observations are left out (queries found
+                mislabeled: their outcomes rank prompts the wrong way round).
+        """
         m = self.p0 + self.n_prompts
-        ys = np.array([r[4] for r in self.rows], dtype=np.float64)
-        ws = np.array([r[5] for r in self.rows], dtype=np.float64)
+        rows = [r for r in self.rows if r[3] not in skip_queries] if skip_queries else self.rows
+        ys = np.array([r[4] for r in rows], dtype=np.float64)
+        ws = np.array([r[5] for r in rows], dtype=np.float64)
         offset = float(np.average(ys, weights=ws)) if len(ys) else 0.0
         scale = float(np.sqrt(np.average((ys - offset) ** 2, weights=ws))) if len(ys) > 1 else 0.0
         scale = max(scale, 0.05)
@@ -144,14 +150,11 @@ class AdditiveModel:
         prec[self.p0 :] = 1.0 / (self.prior["prompt"] * scale) ** 2
         a = np.diag(prec)
         b = np.zeros(m)
-        if self.rows:
+        if rows:
             # every row has the same number of ones (query, k demos, k slots, instruction,
             # prompt): accumulate X^T W X and X^T W y from the index lists, O(n (2k+3)^2)
             cols = np.array(
-                [
-                    [self.q0 + q, *self._columns(demos, ins, p)]
-                    for p, demos, ins, q, _, _ in self.rows
-                ],
+                [[self.q0 + q, *self._columns(demos, ins, p)] for p, demos, ins, q, _, _ in rows],
                 dtype=np.int64,
             )
             w = ws / noise**2
@@ -203,6 +206,19 @@ class AdditiveModel:
         for d in range(self.n_demos):
             v[self.d0 + d, d] = 1.0
             v[self.s0 + d * self.k : self.s0 + (d + 1) * self.k, d] = 1.0 / self.k
+        w = scipy.linalg.solve_triangular(post.chol, v, lower=True)
+        return np.sqrt((w * w).sum(axis=0))
+
+    def query_effects(self, theta: np.ndarray) -> np.ndarray:
+        """Per query column, its ease (higher: every prompt scores higher on it)."""
+        return theta[self.q0 : self.d0]
+
+    def query_std(self, post: Posterior, queries: Sequence[int]) -> np.ndarray:
+        """Posterior standard deviation of the ease of each of ``queries``."""
+        import scipy.linalg
+
+        v = np.zeros((len(post.mean), len(queries)))
+        v[[self.q0 + q for q in queries], range(len(queries))] = 1.0
         w = scipy.linalg.solve_triangular(post.chol, v, lower=True)
         return np.sqrt((w * w).sum(axis=0))
 

@@ -26,7 +26,11 @@ LLM calls differently:
    mean, which shrinks a lucky score towards what its parts predict.
 
 Pool items that the model finds harmful with confidence are taken out of the query pool
-(a mislabeled item is both a harmful demonstration and a misleading query).
+(a mislabeled item is both a harmful demonstration and a misleading query). A pool item
+that is harder as a query than nearly every validation query, over every prompt that was
+scored on it, is taken as mislabeled (the model keeps answering something else than its
+label: the rule of confident learning, Northcutt et al., JAIR 2021): its outcomes leave
+the model, since they rank prompts the wrong way round, and no later prompt shows it.
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ class RacingOptimizer(Optimizer):
         replace_share: Share of the model-guided steps that replace the incumbent's most
             harmful demonstration instead of a Thompson draw.
         n_finalists: Prompts entering successive halving.
+        mislabel_quantile: A pool item scored as a query at least 3 times whose ease is
+            below this quantile of the validation queries' ease is taken as mislabeled
+            (see the module docstring); ``None`` turns the rule off.
         prior: Prior standard deviations of the model (see
             :class:`~iclopt.bandits.additive.AdditiveModel`).
 
@@ -108,6 +115,7 @@ class RacingOptimizer(Optimizer):
         pool_weight: float = 0.5,
         replace_share: float = 0.25,
         n_finalists: int = 6,
+        mislabel_quantile: float | None = None,
         prior: dict[str, float] | None = None,
     ) -> None:
         super().__init__(k=k, seed=seed, instructions=instructions)
@@ -118,6 +126,7 @@ class RacingOptimizer(Optimizer):
         self.pool_weight = pool_weight
         self.replace_share = replace_share
         self.n_finalists = n_finalists
+        self.mislabel_quantile = mislabel_quantile
         self.prior = prior
 
     def config(self) -> dict[str, Any]:
@@ -131,6 +140,7 @@ class RacingOptimizer(Optimizer):
             "pool_weight": self.pool_weight,
             "replace_share": self.replace_share,
             "n_finalists": int(self.n_finalists),
+            "mislabel_quantile": self.mislabel_quantile,
             "prior": None if self.prior is None else dict(self.prior),
         }
 
@@ -152,6 +162,8 @@ class RacingOptimizer(Optimizer):
             )
         _count("chunk", self.chunk, name, 2)
         _count("n_finalists", self.n_finalists, name, 1)
+        if self.mislabel_quantile is not None:
+            _fraction("mislabel_quantile", self.mislabel_quantile, name)
         if not task.val:
             raise InputDataError(f"{name} needs validation queries; task {task.name!r} has none")
         total = self.query_budget_ if self.query_budget_ is not None else 60 * len(task.val)
@@ -178,6 +190,7 @@ class RacingOptimizer(Optimizer):
         self.val_uses_ = np.zeros(self.n_val_, dtype=np.int64)
         self.pool_uses_ = np.zeros(n_pool, dtype=np.int64)
         self.suspects_: set[int] = set()
+        self.mislabeled_: set[int] = set()  # pool ids; once found, for good
         self.post_: Posterior | None = None
         self.stale_ = True
         self.finalists_: list[Prompt] = []
@@ -200,7 +213,10 @@ class RacingOptimizer(Optimizer):
             pool_free = [
                 i
                 for i in range(len(self.task_.pool))
-                if i not in demos and i not in self.suspects_ and self.n_val_ + i not in seen
+                if i not in demos
+                and i not in self.suspects_
+                and i not in self.mislabeled_
+                and self.n_val_ + i not in seen
             ]
         n_pool = min(len(pool_free), n // 2) if self.pool_queries else 0
         n_val = min(len(val_free), n - n_pool)
@@ -223,10 +239,40 @@ class RacingOptimizer(Optimizer):
     # ------------------------------------------------------------------ model
     def _posterior(self) -> Posterior:
         if self.post_ is None or self.stale_:
-            self.post_ = self.model_.fit()
+            self.post_ = self._fit()
             self.stale_ = False
+            if self._find_mislabeled():
+                self.post_ = self._fit()
             self._update_suspects()
         return self.post_
+
+    def _fit(self) -> Posterior:
+        return self.model_.fit(skip_queries={self.n_val_ + i for i in self.mislabeled_})
+
+    def _find_mislabeled(self) -> bool:
+        """Flag pool items far harder as queries than the validation queries; any new?"""
+        if self.mislabel_quantile is None or not self.pool_queries or self.post_ is None:
+            return False
+        ease = self.model_.query_effects(self.post_.mean)
+        val = ease[: self.n_val_][self.val_uses_ > 0]
+        if len(val) < 2:
+            return False
+        bar = float(np.quantile(val, self.mislabel_quantile))
+        cand = [
+            int(i)
+            for i in np.flatnonzero(self.pool_uses_ >= 3)
+            if int(i) not in self.mislabeled_ and ease[self.n_val_ + i] < bar
+        ]
+        if not cand:
+            return False
+        # confidently below the bar: its ease plus one posterior sd is still under it
+        sd = self.model_.query_std(self.post_, [self.n_val_ + i for i in cand])
+        new = {i for i, s in zip(cand, sd) if ease[self.n_val_ + i] + s < bar}
+        self.mislabeled_ |= new
+        return bool(new)
+
+    def _clean(self, prompt: Prompt) -> bool:
+        return not self.mislabeled_.intersection(prompt.demos)
 
     def _update_suspects(self) -> None:
         """Pool items whose harm as a demonstration is confident stop serving as queries."""
@@ -243,13 +289,14 @@ class RacingOptimizer(Optimizer):
     def _ranked(self) -> list[Prompt]:
         """Seen prompts by posterior mean of their value, best first."""
         post = self._posterior()
-        return sorted(self.index_, key=lambda p: -self._value(post.mean, p))
+        ranked = sorted(self.index_, key=lambda p: -self._value(post.mean, p))
+        return [p for p in ranked if self._clean(p)] or ranked
 
     def _best_new(self, theta: np.ndarray) -> Prompt:
         """The unseen prompt with the highest value under ``theta`` (an assignment)."""
         from scipy.optimize import linear_sum_assignment
 
-        scores = self.model_.slot_scores(theta)
+        scores = self._allowed(self.model_.slot_scores(theta))
         ins = int(np.argmax(self.model_.instruction_effects(theta)))
         rows, cols = linear_sum_assignment(-scores)
         demos = [0] * int(self.k)
@@ -263,7 +310,7 @@ class RacingOptimizer(Optimizer):
         for d in order:
             for s in np.argsort(scores[list(demos), range(int(self.k))]):
                 cand = list(demos)
-                if int(d) in cand:
+                if int(d) in cand or int(d) in self.mislabeled_:
                     continue
                 cand[int(s)] = int(d)
                 p = Prompt(instruction=prompt.instruction, demos=tuple(cand))
@@ -271,10 +318,20 @@ class RacingOptimizer(Optimizer):
                     return p
         return self._random_prompt()
 
+    def _allowed(self, scores: np.ndarray) -> np.ndarray:
+        """Slot scores with mislabeled items out of reach (while enough others are left)."""
+        if self.mislabeled_ and len(self.task_.pool) - len(self.mislabeled_) >= self.k:
+            scores = scores.copy()
+            scores[sorted(self.mislabeled_)] = -1e9
+        return scores
+
     def _random_prompt(self) -> Prompt:
         n = len(self.task_.pool)
+        allowed: Any = n
+        if self.mislabeled_ and n - len(self.mislabeled_) >= self.k:
+            allowed = np.array([i for i in range(n) if i not in self.mislabeled_])
         for _ in range(1000):
-            demos = tuple(int(i) for i in self.rng_.choice(n, size=self.k, replace=False))
+            demos = tuple(int(i) for i in self.rng_.choice(allowed, size=self.k, replace=False))
             ins = self.instructions[int(self.rng_.integers(len(self.instructions)))]
             p = Prompt(instruction=ins, demos=demos)
             if p not in self.index_:
@@ -284,7 +341,7 @@ class RacingOptimizer(Optimizer):
     def _replace_worst(self, post: Posterior, incumbent: Prompt) -> Prompt | None:
         """The incumbent with its most harmful demonstration replaced by the best unused one."""
         theta = post.sample(self.rng_)
-        scores = self.model_.slot_scores(theta)
+        scores = self._allowed(self.model_.slot_scores(theta))
         slots = [scores[d, s] for s, d in enumerate(incumbent.demos)]
         worst = int(np.argmin(slots))
         for d in np.argsort(-scores[:, worst]):
@@ -441,6 +498,7 @@ class RacingOptimizer(Optimizer):
             raise InputDataError("the optimizer has observed nothing yet")
         post = self._posterior()
         pool = self.finalists_ or list(self.index_)
+        pool = [p for p in pool if self._clean(p)] or pool
         # ties: more queries, then the raw mean signal; never "earliest"
         best = max(
             pool,
@@ -463,4 +521,5 @@ class RacingOptimizer(Optimizer):
                 for p in (self.finalists_ or [])
             ],
             "suspects": sorted(self.suspects_),
+            "mislabeled": sorted(self.mislabeled_),
         }
