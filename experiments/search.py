@@ -46,12 +46,21 @@ TASKS = [
     "first_word_letter_v1",
     "singular_to_plural_v1",
     "active_to_passive_v1",
-    "ag_news_textlabel_redirect1_30_noisy",
     "sentiment_v1+flip30",
     "larger_animal_v1+flip30",
+    "first_word_letter_v1+flip30",
 ]
-#: Tasks looked at while the default method was designed; the others were not.
-DEV_TASKS = {"sentiment_v1", "larger_animal_v1"}
+#: Tasks run once and dropped, with the reason (their cells stay, reported apart).
+DROPPED = {
+    "ag_news_textlabel_redirect1_30_noisy": (
+        "SmolLM2 is at chance on it (0.2-0.3 test accuracy, 4 labels) and the spread of "
+        "random prompts' validation scores (sd 0.07) is the binomial noise of 20 queries "
+        "(0.10): exemplar choice does not matter there"
+    ),
+}
+#: Tasks looked at while the default method was designed (the flipped ones while its
+#: mislabeled-query rule was); the others were not.
+DEV_TASKS = {"sentiment_v1", "larger_animal_v1", "sentiment_v1+flip30", "larger_animal_v1+flip30"}
 METHODS = ["race", "best-of-n"]
 CHECKPOINTS = (0.2, 0.5)
 INDIST_SEED = 20261201
@@ -237,6 +246,8 @@ def report(out: Path) -> str:
     by: dict[tuple[str, str], dict[int, dict]] = {}
     for r in rows:
         by.setdefault((r["task"], r["method"]), {})[r["seed"]] = r
+    dropped = {key: runs for key, runs in by.items() if key[0] in DROPPED}
+    by = {key: runs for key, runs in by.items() if key[0] not in DROPPED}
     tasks = [t for t in TASKS if any(k[0] == t for k in by)]
     tasks += sorted({k[0] for k in by} - set(tasks))
     methods = [m for m in METHODS if any(k[1] == m for k in by)]
@@ -258,7 +269,7 @@ def report(out: Path) -> str:
             a = np.mean([r["indist"] for r in runs])
             b = np.mean([r["execute"] for r in runs])
             cells.append(f"{a:.3f} / {b:.3f} (n={len(runs)})")
-        star = "*" if t.split("+")[0] in DEV_TASKS and "+" not in t else ""
+        star = "*" if t in DEV_TASKS else ""
         lines.append(f"| {t}{star} | " + " | ".join(cells) + " |")
     base = "best-of-n"
     lines += [
@@ -345,6 +356,26 @@ def report(out: Path) -> str:
             f"{np.mean([r['overhead_mean_s'] for r in runs]):.3f} / "
             f"{np.max([r['overhead_max_s'] for r in runs]):.3f} |"
         )
+    for t in sorted({key[0] for key in dropped}):
+        lines += ["", f"Dropped from the benchmark: `{t}`, {DROPPED[t]}. Its cells:", ""]
+        base_runs = dropped.get((t, base), {})
+        for (tt, m), runs in sorted(dropped.items()):
+            if tt != t:
+                continue
+            diff = [
+                100 * (runs[s]["indist"] - base_runs[s]["indist"]) for s in runs if s in base_runs
+            ]
+            lines.append(
+                f"- {m}: "
+                + ", ".join(
+                    f"s{s} {r['indist']:.3f} / {r['execute']:.3f}" for s, r in sorted(runs.items())
+                )
+                + (
+                    f" (in-dist. diff against {base}: {np.mean(diff):+.1f})"
+                    if m != base and diff
+                    else ""
+                )
+            )
     return "\n".join(lines) + "\n"
 
 

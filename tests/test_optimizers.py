@@ -338,8 +338,13 @@ def test_tpe_learns_from_prompts_it_did_not_ask_for():
     ]
 
 
-def _planted(seed):
-    """A task whose 100 pool items have known effects: 10 planted good ones."""
+def _planted(seed, *, flipped=0):
+    """A task whose 100 pool items have known effects: 10 planted good ones.
+
+    With ``flipped``, the last ``flipped`` pool items are mislabeled: harmful as
+    demonstrations, and as queries the answer that matches their label is almost never
+    given (a model answers the true label), whatever the prompt.
+    """
     from iclopt.data import Example, Task
 
     rng = np.random.default_rng(seed + 987654)
@@ -347,17 +352,23 @@ def _planted(seed):
     val = [Example(f"v{i}", "a", id=f"v{i}") for i in range(20)]
     task = Task(name="planted", pool=pool, val=val, test=[], metric="exact_match")
     effect = rng.normal(0.0, 0.3, 100)
-    good = rng.choice(100, 10, replace=False)
+    good = rng.choice(100 - flipped, 10, replace=False)
     effect[good] += 0.8
+    bad = set(range(100 - flipped, 100))
+    effect[sorted(bad)] = -0.4
     difficulty = rng.normal(0.0, 0.8, 120)  # per query (validation, then pool)
-    return task, effect, difficulty, set(int(g) for g in good)
+    return task, effect, difficulty, set(int(g) for g in good), bad
 
 
-def _search_planted(name, seed, calls=1200):
-    """Run ``name`` on the planted task: every query's outcome is a coin flip."""
-    task, effect, difficulty, good = _planted(seed)
+def _search_planted(name, seed, calls=1200, *, flipped=0, **options):
+    """Run ``name`` on the planted task: every query's outcome is a coin flip.
+
+    Returns the chosen prompt's true score, its planted good and its mislabeled
+    demonstrations, and the optimizer's explanation.
+    """
+    task, effect, difficulty, good, bad = _planted(seed, flipped=flipped)
     rng = np.random.default_rng(1000 + seed)
-    opt = OPTIMIZERS.get(name)(k=5, seed=seed)
+    opt = OPTIMIZERS.get(name)(k=5, seed=seed, **options)
     opt.setup(task, budget=calls // 20, query_budget=calls)
     spent = 0
     while spent < calls:
@@ -369,12 +380,15 @@ def _search_planted(name, seed, calls=1200):
         cols += [20 + i for i in t.queries or ()]
         logit = difficulty[cols] + effect[list(t.prompt.demos)].sum()
         ys = (rng.random(len(cols)) < 1 / (1 + np.exp(-logit))).astype(float)
+        for n, c in enumerate(cols):
+            if c - 20 in bad:
+                ys[n] = float(rng.random() < 0.05)
         rows = [{"id": str(c), "score": y, "signal": y} for c, y in zip(cols, ys)]
         opt.tell(t, float(ys.mean()), per_query=rows)
         spent += len(cols)
-    best = opt.recommend()[0]
+    best, why = opt.recommend()
     true = 1 / (1 + np.exp(-effect[list(best.demos)].sum()))
-    return float(true), len(set(best.demos) & good)
+    return float(true), len(set(best.demos) & good), len(set(best.demos) & bad), why
 
 
 def test_the_default_finds_planted_good_demonstrations_under_heavy_noise():
@@ -385,7 +399,22 @@ def test_the_default_finds_planted_good_demonstrations_under_heavy_noise():
 
     assert DEFAULT_METHOD != "best-of-n", "the default must be a search, not random search"
     seeds = range(6)
-    default = [_search_planted(DEFAULT_METHOD, s) for s in seeds]
-    random = [_search_planted("best-of-n", s) for s in seeds]
+    default = [_search_planted(DEFAULT_METHOD, s)[:2] for s in seeds]
+    random = [_search_planted("best-of-n", s)[:2] for s in seeds]
     assert sum(g for _, g in default) > sum(g for _, g in random), (default, random)
     assert np.mean([t for t, _ in default]) > np.mean([t for t, _ in random]) + 0.03
+
+
+def test_race_finds_the_mislabeled_pool_items_and_leaves_them_out():
+    """30 of 100 pool items mislabeled (harmful demonstrations, queries nobody scores on):
+    race's mislabeled-query rule flags them with few false alarms, and the answer is a
+    truly better prompt than the same search's without the rule."""
+    seeds = range(6)
+    on = [_search_planted("race", s, flipped=30, mislabel_quantile=0.1) for s in seeds]
+    off = [_search_planted("race", s, flipped=30, mislabel_quantile=None) for s in seeds]
+    flagged = [set(why["mislabeled"]) for *_, why in on]
+    hits = sum(len(f & set(range(70, 100))) for f in flagged)
+    assert hits >= 0.8 * sum(len(f) for f in flagged) and hits >= 0.5 * 30 * len(seeds)
+    assert all(not why["mislabeled"] for *_, why in off)
+    assert sum(b for _, _, b, _ in on) == 0
+    assert np.mean([t for t, *_ in on]) > np.mean([t for t, *_ in off]) + 0.01, (on, off)
