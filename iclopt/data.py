@@ -505,9 +505,7 @@ def load_task(
     )
 
 
-def _drop_overlap(
-    pool: list[Example], queries: Sequence[Example]
-) -> tuple[list[Example], int]:
+def _drop_overlap(pool: list[Example], queries: Sequence[Example]) -> tuple[list[Example], int]:
     """Pool examples whose input (stripped) is not a query input; and how many were dropped."""
     seen = {q.input.strip() for q in queries}
     kept = [ex for ex in pool if ex.input.strip() not in seen]

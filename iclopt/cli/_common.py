@@ -236,7 +236,9 @@ def read_instructions(
             ) from None
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if not lines:
-            raise InputDataError(f"{instructions_file}: no instruction in it (empty or blank lines)")
+            raise InputDataError(
+                f"{instructions_file}: no instruction in it (empty or blank lines)"
+            )
         found += lines
     return found or [None]
 

@@ -76,7 +76,9 @@ def compare(
         3, min=1, help="Run each method with seeds 0 .. N-1; the table shows mean and std."
     ),
     budget: int = typer.Option(
-        20, min=1, help="Validation evaluations (their LLM calls) for search methods (best-of-n, race, gp, ...)."
+        20,
+        min=1,
+        help="Validation evaluations (their LLM calls) for search methods (best-of-n, race, gp, ...).",
     ),
     model: str = O_MODEL,
     base_url: str = O_BASE_URL,

@@ -107,7 +107,7 @@ def optimize(
     ),
     option: list[str] = typer.Option(
         None,
-        help="A method option KEY=VALUE (repeatable; VALUE read as JSON, else as text), e.g. --option chunk=16 --option final=0.4 for race's racing schedule (its options: explore, final, chunk, pool_queries, pool_weight, replace_share, n_finalists; see docs/reference.md).",
+        help="A method option KEY=VALUE (repeatable; VALUE read as JSON, else as text), e.g. --option chunk=8 --option final=0.25 for a broader racing schedule of race (its options: explore, final, chunk, pool_queries, pool_weight, replace_share, n_finalists, mislabel_quantile; see docs/reference.md).",
     ),
     n_init: int = typer.Option(
         None,
@@ -390,7 +390,9 @@ def _search(
                 src = entry.info.get("source") or ""
                 spent[0] += entry.calls or 0
                 left = f"{max(0, est['calls'] - spent[0]):,} calls left" if by_calls else "study"
-                shown = f"best val {best[0]:.3f}" if best[0] > float("-inf") else "no full score yet"
+                shown = (
+                    f"best val {best[0]:.3f}" if best[0] > float("-inf") else "no full score yet"
+                )
                 note = f"{shown} ({src}; {left})"
                 if storage is not None and study is not None:  # every worker's trials
                     from iclopt.study import SharedStudy

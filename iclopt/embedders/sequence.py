@@ -123,8 +123,6 @@ class SlotFeatures(SequenceFeatures):
         for p in prompts:
             slots = self.pool_emb_[list(p.demos)]
             rows.append(
-                np.concatenate(
-                    [slots.mean(axis=0), self._instruction(p.instruction), *slots]
-                )
+                np.concatenate([slots.mean(axis=0), self._instruction(p.instruction), *slots])
             )
         return np.stack(rows).astype(np.float32)

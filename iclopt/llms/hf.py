@@ -79,9 +79,7 @@ def _folder_digest(folder: Path, gguf_file: str | None) -> str:
     if gguf_file:
         files = [folder / gguf_file]
     else:
-        files = sorted(
-            f for f in folder.iterdir() if f.is_file() and f.suffix in _WEIGHT_SUFFIXES
-        )
+        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in _WEIGHT_SUFFIXES)
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0" + file_digest(f).encode())

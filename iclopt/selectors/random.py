@@ -32,9 +32,7 @@ class RandomSelector(Selector):
         """Fix the draw: with ``seed=None`` fresh entropy is drawn once here, not per call."""
         super().fit(task, context)
         self.draw_seed_ = (
-            self.seed
-            if self.seed is not None
-            else int(np.random.SeedSequence().entropy % 2**63)  # type: ignore[operator]
+            self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**63)  # type: ignore[operator]
         )
         return self
 
