@@ -61,7 +61,9 @@ DROPPED = {
 #: Tasks looked at while the default method was designed (the flipped ones while its
 #: mislabeled-query rule was); the others were not.
 DEV_TASKS = {"sentiment_v1", "larger_animal_v1", "sentiment_v1+flip30", "larger_animal_v1+flip30"}
-METHODS = ["race", "best-of-n"]
+METHODS = ["race", "best-of-n", "neural", "gp", "ease", "tpe", "best-of-n@x5"]
+#: The methods ranked against each other (the ceiling reference and variants apart).
+RANKED = ["race", "best-of-n", "neural", "gp", "ease", "tpe"]
 CHECKPOINTS = (0.2, 0.5)
 INDIST_SEED = 20261201
 INDIST_SIZE = 200
@@ -309,6 +311,7 @@ def report(out: Path) -> str:
             f"| {m} | {len(pairs)} | {a:+.1f} [{b:+.1f}, {c:+.1f}] | {e:+.1f} [{f:+.1f}, {g:+.1f}] "
             f"| {w}/{len(di) - w - lo}/{lo} | {h:+.1f} [{i:+.1f}, {j:+.1f}] (n={len(held)}) |"
         )
+    lines += _ranking(by, tasks)
     lines += [
         "",
         "Test score of the incumbent against the share of the calls spent (mean over the "
@@ -377,6 +380,47 @@ def report(out: Path) -> str:
                 )
             )
     return "\n".join(lines) + "\n"
+
+
+def _ranking(by: dict[tuple[str, str], dict[int, dict]], tasks: list[str]) -> list[str]:
+    """Mean score and average rank of iclopt's methods on the (task, seed) pairs all have."""
+    from scipy.stats import rankdata
+
+    methods = [m for m in RANKED if any(k[1] == m for k in by)]
+    if len(methods) < 3:
+        return []
+    cells = [
+        (t, s)
+        for t in tasks
+        for s in sorted(by.get((t, methods[0]), {}))
+        if all(s in by.get((t, m), {}) for m in methods)
+    ]
+    if not cells:
+        return []
+    ref = [m for m in ("best-of-n@x5",) if all(s in by.get((t, m), {}) for t, s in cells)]
+    lines = [
+        "",
+        f"iclopt's methods on the {len(cells)} (task, seed) pairs that all of them have "
+        f"({', '.join(sorted({t for t, _ in cells}))}): mean test score, in-distribution / "
+        "execute, and the average rank on the in-distribution test (1 = best, ties share)"
+        + (f"; {ref[0]} (5x the calls) as the ceiling reference" if ref else "")
+        + ":",
+        "",
+        "| method | in-dist. | execute | average rank |",
+        "|---|---|---|---|",
+    ]
+    scores = np.array([[by[(t, m)][s]["indist"] for m in methods] for t, s in cells])
+    ranks = np.array([rankdata(-row) for row in scores])
+    order = np.argsort(ranks.mean(axis=0))
+    for j in order:
+        m = methods[j]
+        ex = np.mean([by[(t, m)][s]["execute"] for t, s in cells])
+        lines.append(f"| {m} | {scores[:, j].mean():.3f} | {ex:.3f} | {ranks[:, j].mean():.2f} |")
+    for m in ref:
+        a = np.mean([by[(t, m)][s]["indist"] for t, s in cells])
+        b = np.mean([by[(t, m)][s]["execute"] for t, s in cells])
+        lines.append(f"| {m} (reference) | {a:.3f} | {b:.3f} | — |")
+    return lines
 
 
 def machine() -> str:

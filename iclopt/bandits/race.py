@@ -156,6 +156,10 @@ class RacingOptimizer(Optimizer):
         self, task: Task, *, budget: int | None = None, query_budget: int | None = None
     ) -> None:
         """Validate parameters, plan the phases over the query budget, reset the model."""
+        # imported once here (about a second), so that no round pays for it
+        import scipy.linalg
+        import scipy.optimize  # noqa: F401
+
         super().setup(task, budget=budget, query_budget=query_budget)
         name = type(self).__name__
         _fraction("explore", self.explore, name)
