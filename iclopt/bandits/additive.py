@@ -68,9 +68,12 @@ class AdditiveModel:
 
     Example:
         >>> m = AdditiveModel(n_queries=4, n_demos=6, k=2, n_instructions=1)
-        >>> m.add(prompt=0, demos=(0, 1), instruction=0, query=2, y=1.0)
+        >>> for q in range(4):
+        ...     m.add(prompt=0, demos=(0, 1), instruction=0, query=q, y=1.0)
+        ...     m.add(prompt=1, demos=(2, 3), instruction=0, query=q, y=0.0)
         >>> post = m.fit()
-        >>> float(m.prompt_value(post.mean, (0, 1), 0, prompt=0)) > 0
+        >>> good = m.prompt_value(post.mean, (0, 1), 0, prompt=0)
+        >>> good > m.prompt_value(post.mean, (2, 3), 0, prompt=1)
         True
     """
 
