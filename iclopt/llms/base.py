@@ -9,7 +9,7 @@ import numpy as np
 
 from iclopt.prompts import Message
 
-__all__ = ["LLM"]
+__all__ = ["LLM", "cut_at_stop"]
 
 
 class LLM(ABC):
@@ -68,6 +68,17 @@ class LLM(ABC):
             ``n`` log-probabilities (natural log, summed over continuation tokens).
         """
 
+    def prepare(self) -> LLM:
+        """Get ready for work now (load weights, open a client), so errors come first.
+
+        Commands call it once before any work; otherwise backends do it on first use.
+        Default: nothing to do.
+
+        Returns:
+            ``self``.
+        """
+        return self
+
     def scores_logprobs(self, style: str = "completion") -> bool:
         """Whether :meth:`score` works for prompts of this template style.
 
@@ -108,3 +119,18 @@ class LLM(ABC):
                 ``None`` means the last token.
         """
         raise NotImplementedError(f"{type(self).__name__} does not expose hidden states")
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to (excluding) the earliest occurrence of any stop string.
+
+    Example:
+        >>> cut_at_stop(" positive. Input: x", [".", "Input:"])
+        ' positive'
+    """
+    cut = len(text)
+    for s in stop:
+        k = text.find(s)
+        if k != -1:
+            cut = min(cut, k)
+    return text[:cut]
