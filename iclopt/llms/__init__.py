@@ -17,7 +17,7 @@ from iclopt.llms.backends import (
     register_backend,
     split_spec,
 )
-from iclopt.llms.base import LLM, cut_at_stop
+from iclopt.llms.base import LLM, WhiteBoxLLM, cut_at_stop
 from iclopt.llms.embedded import smollm2
 from iclopt.llms.hf import HFModel
 from iclopt.llms.openai_compat import OpenAIModel
@@ -29,6 +29,7 @@ __all__ = [
     "Backend",
     "HFModel",
     "OpenAIModel",
+    "WhiteBoxLLM",
     "backend_options",
     "cut_at_stop",
     "get_llm",

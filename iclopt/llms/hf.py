@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from iclopt.errors import InputDataError, LLMError, MissingDependencyError
-from iclopt.llms.base import LLM, cut_at_stop
+from iclopt.llms.base import WhiteBoxLLM, cut_at_stop
+from iclopt.llms.batching import common_prefix_len, padded_batches, plan_prefix_groups
 from iclopt.llms.batching import common_prefix_len as _common_prefix_len  # noqa: F401
-from iclopt.llms.batching import padded_batches, plan_prefix_groups
 from iclopt.llms.batching import prefix_groups as _prefix_groups  # noqa: F401
 from iclopt.llms.files import file_digest, folder_digest  # noqa: F401
 from iclopt.paths import cache_dir  # noqa: F401
@@ -36,7 +36,7 @@ __all__ = ["HFModel"]
 logger = logging.getLogger(__name__)
 
 
-class HFModel(LLM):
+class HFModel(WhiteBoxLLM):
     """A causal LM loaded with ``transformers`` (a local directory, a GGUF file or a hub id).
 
     Args:
@@ -59,8 +59,6 @@ class HFModel(LLM):
         >>> llm = smollm2()  # doctest: +SKIP
         >>> llm.generate(["Input: 2+2\\nOutput:"], max_new_tokens=4, stop=["\\n"])  # doctest: +SKIP
     """
-
-    supports_hidden_states = True
 
     def __init__(
         self,
@@ -177,25 +175,41 @@ class HFModel(LLM):
         )
 
     # ------------------------------------------------------------------ forward
-    def _prefix_cache(self, prefix: Sequence[int]) -> Any:
+    def _prefix_pass(self, prefix: Sequence[int], *, output_hidden_states: bool = False) -> Any:
+        """One forward pass over a shared prefix; its output holds the key/value cache."""
         import torch
 
         ids = torch.tensor([list(prefix)])
-        out = self.hf_model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        out = self.hf_model(
+            input_ids=ids,
+            use_cache=True,
+            logits_to_keep=1,
+            output_hidden_states=output_hidden_states,
+        )
         self.tokens_fed += len(prefix)
         self.forward_calls += 1
-        return out.past_key_values
+        return out
 
-    def _extend(
-        self, prefix_cache: Any, p: int, rows: Sequence[Sequence[int]], keep: int
-    ) -> tuple[Any, Any, Any, Any]:
-        """Run ``rows`` (token suffixes) after a cached prefix of ``p`` tokens.
+    def _prefix_cache(self, prefix: Sequence[int]) -> Any:
+        return self._prefix_pass(prefix).past_key_values
+
+    def _run_after(
+        self,
+        prefix_cache: Any,
+        p: int,
+        rows: Sequence[Sequence[int]],
+        keep: int,
+        *,
+        output_hidden_states: bool = False,
+    ) -> tuple[Any, Any, Any]:
+        """Run ``rows`` (token suffixes) after a cached prefix of ``p`` tokens (0: none).
 
         Rows are left-padded inside the suffix region; pads are masked and real tokens
-        get the positions they have in the full sequence.
+        get the positions they have in the full sequence, so each row's last real token
+        is in the last column. The prefix cache is copied, never changed.
 
         Returns:
-            ``(logits B x keep x V, cache, attention mask B x (p+S), last positions B)``.
+            ``(model output, attention mask B x (p+S), positions B x S)``.
         """
         import torch
 
@@ -218,9 +232,21 @@ class HFModel(LLM):
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=keep,
+            output_hidden_states=output_hidden_states,
         )
         self.tokens_fed += b * s
         self.forward_calls += 1
+        return out, mask, pos
+
+    def _extend(
+        self, prefix_cache: Any, p: int, rows: Sequence[Sequence[int]], keep: int
+    ) -> tuple[Any, Any, Any, Any]:
+        """:meth:`_run_after`, for decoding and scoring.
+
+        Returns:
+            ``(logits B x keep x V, cache, attention mask B x (p+S), last positions B)``.
+        """
+        out, mask, pos = self._run_after(prefix_cache, p, rows, keep)
         return out.logits, out.past_key_values, mask, pos[:, -1]
 
     def _batches(
@@ -493,6 +519,17 @@ class HFModel(LLM):
             tgt = torch.tensor(conts[r][1:])
             out[r] += float(logp[i, : len(tgt)].gather(1, tgt[:, None]).sum())
 
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers of the loaded model."""
+        return int(self.hf_model.config.num_hidden_layers)
+
+    def _check_layers(self, layers: Sequence[int]) -> None:
+        n_layers = self.num_layers
+        bad = [layer for layer in layers if not -n_layers - 1 <= layer <= n_layers]
+        if bad:
+            raise InputDataError(f"layers {bad} out of range for a {n_layers}-layer model")
+
     def hidden_states(
         self,
         prompts: Sequence[str],
@@ -504,10 +541,7 @@ class HFModel(LLM):
         import torch
 
         seqs = self.encode(prompts)
-        n_layers = int(self.hf_model.config.num_hidden_layers)
-        bad = [layer for layer in layers if not -n_layers - 1 <= layer <= n_layers]
-        if bad:
-            raise InputDataError(f"layers {bad} out of range for a {n_layers}-layer model")
+        self._check_layers(layers)
         pos_lists = [list(ps) for ps in positions] if positions is not None else [[-1]] * len(seqs)
         if len(pos_lists) != len(seqs):
             raise InputDataError("positions must have one list per prompt")
@@ -516,19 +550,7 @@ class HFModel(LLM):
             for batch in self._batches(0, list(range(len(seqs))), seqs):
                 rows = [seqs[i] for i in batch]
                 s = max(len(r) for r in rows)
-                ids = torch.full((len(rows), s), int(self._tok.pad_token_id))
-                mask = torch.zeros((len(rows), s), dtype=torch.long)
-                for j, r in enumerate(rows):
-                    ids[j, s - len(r) :] = torch.tensor(r)
-                    mask[j, s - len(r) :] = 1
-                pos = (mask.cumsum(1) - 1).clamp(min=0)
-                res = self.hf_model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=pos,
-                    output_hidden_states=True,
-                    logits_to_keep=1,
-                )
+                res, _, _ = self._run_after(None, 0, rows, keep=1, output_hidden_states=True)
                 hs = torch.stack([res.hidden_states[layer] for layer in layers], dim=1)
                 for j, i in enumerate(batch):
                     n = len(rows[j])
@@ -540,6 +562,44 @@ class HFModel(LLM):
                     cols = torch.tensor([s - n + q for q in idx])
                     out[i] = hs[j][:, cols].double().numpy()
         return out
+
+    def prompt_states(
+        self, texts: Sequence[str], positions: Sequence[int], layer: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """States at ``positions`` of ``texts[0]`` and at every text's last token.
+
+        The token prefix all texts share (the instruction and the demonstrations) runs
+        once; the ``positions`` states come from that pass, and every text's own tokens
+        continue from a copy of its key/value cache, in the padded batches of
+        :meth:`generate`. Positions past the shared prefix fall back to two plain
+        :meth:`hidden_states` calls. Both give the same states up to rounding (tested).
+        See :meth:`WhiteBoxLLM.prompt_states`.
+        """
+        import torch
+
+        seqs = self.encode(list(texts))
+        # the shared prefix, keeping at least the last token of every row to compute
+        p = max(0, min([len(s) - 1 for s in seqs] + [common_prefix_len(seqs[0], s) for s in seqs]))
+        if not positions or max(positions) >= p:
+            return super().prompt_states(texts, positions, layer)
+        self._check_layers([layer])
+        fed = self.tokens_fed
+        last: list[np.ndarray] = [np.empty(0)] * len(seqs)
+        with torch.inference_mode():
+            head = self._prefix_pass(seqs[0][:p], output_hidden_states=True)
+            demo = head.hidden_states[layer][0, list(positions)].double().numpy()
+            for batch in self._batches(p, list(range(len(seqs))), seqs):
+                res, _, _ = self._run_after(
+                    head.past_key_values,
+                    p,
+                    [seqs[i][p:] for i in batch],
+                    keep=1,
+                    output_hidden_states=True,
+                )
+                hs = res.hidden_states[layer]
+                for j, i in enumerate(batch):
+                    last[i] = hs[j, -1].double().numpy()
+        return demo, np.stack(last), self.tokens_fed - fed
 
 
 def __getattr__(name: str) -> Any:
