@@ -152,6 +152,8 @@ class HFModel(WhiteBoxLLM):
     # ------------------------------------------------------------------ tokens
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, with the tokenizer's special tokens."""
+        if not texts:
+            return []  # the fast tokenizer fails on an empty batch
         return [list(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
