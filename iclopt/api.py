@@ -19,7 +19,7 @@ from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError, UnknownNameError
 from iclopt.evaluation import Budget, Cost, Evaluation, Evaluator, ResultCache, Scoring
 from iclopt.llms import LLM, get_llm
-from iclopt.llms.hf import cache_dir
+from iclopt.paths import cache_dir
 from iclopt.prompts import Prompt, Template
 from iclopt.results import OptimizationResult
 from iclopt.search import TraceEntry, run_search

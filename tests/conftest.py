@@ -1,15 +1,11 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT.parent / "shared" / "benchmarks" / "instruction_induction"
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("ICLOPT_CACHE_DIR", str(ROOT / ".iclopt-cache"))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from iclopt.attribution import Detail, LeaveOneOut
-from iclopt.attribution._states import locate_demo_tokens, prompt_states
+from iclopt.attribution._states import locate_demo_tokens
 from iclopt.cli import app
 from iclopt.data import Example, Task
 from iclopt.datasets import get_task
@@ -45,11 +45,13 @@ def test_demo_tokens_come_from_offsets_and_prefix_kv_states_equal_plain(smol):
     tmpl = Template()
     texts = [tmpl.render_text("Classify.", demos, q.input) for q in task.val[:5]]
     prefixes = [tmpl.render_text("Classify.", demos[:j], d.input) for j, d in enumerate(demos)]
-    found = locate_demo_tokens(smol, texts[0], prefixes)
+    found = locate_demo_tokens(smol.token_offsets(texts[0]), texts[0], prefixes)
     tokens = smol.tokenizer.convert_ids_to_tokens(smol.encode([texts[0]])[0])
     assert [tokens[p] for p in found.positions] == [":"] * 5  # ":" of "Output:"
     assert found.answer_tokens == [" " + d.target for d in demos]
-    demo_kv, last_kv, fed_kv = prompt_states(smol, texts, found.positions, 15)
+    before = smol.tokens_fed
+    demo_kv, last_kv, fed_kv = smol.prompt_states(texts, found.positions, 15)
+    assert fed_kv == smol.tokens_fed - before  # the backend's own token accounting
     plain = smol.hidden_states(texts, layers=[15], positions=[[*found.positions, -1]] + [[-1]] * 4)
     np.testing.assert_allclose(demo_kv, plain[0][0, :-1], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(last_kv[0], plain[0][0, -1], rtol=1e-4, atol=1e-3)

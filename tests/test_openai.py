@@ -28,6 +28,7 @@ from iclopt.cli import app
 from iclopt.errors import InputDataError, LLMError
 from iclopt.llms import OpenAIModel, get_llm
 from iclopt.llms.openai_compat import _continuation_logprob
+from iclopt.testing import check_llm
 
 runner = CliRunner()
 
@@ -170,6 +171,20 @@ def test_generate_matches_the_local_model_and_counts_usage(server, smol):
     # chat prompts go to /v1/chat/completions
     chat = llm.apply_chat_template([{"role": "user", "content": "Say hello."}])
     assert llm.generate([chat], max_new_tokens=6)[0].strip()
+
+
+def test_the_served_backend_passes_check_llm(server):
+    """Over `transformers serve`: no log-probabilities, so score() must refuse."""
+    llm = get_llm("openai:" + server.model, base_url=server.base_url, concurrency=4)
+    check_llm(llm, sampling=False)  # a server need not honour per-request seeds
+
+
+def test_the_openai_backend_passes_check_llm_with_logprobs(smol):
+    srv = LogprobServer(smol)
+    try:
+        check_llm(OpenAIModel("smollm2", base_url=srv.base_url, concurrency=2), sampling=False)
+    finally:
+        srv.close()
 
 
 def test_continuation_logprob_sums_the_tokens_after_the_prompt():

@@ -35,17 +35,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from iclopt.attribution._states import locate_demo_tokens, num_layers, prompt_states
+from iclopt.attribution._states import locate_demo_tokens
 from iclopt.attribution.base import Attribution, Attributor, register_attributor
 from iclopt.data import Example, Task
 from iclopt.errors import InputDataError
 from iclopt.evaluation import Cost
-from iclopt.llms.base import LLM
+from iclopt.llms.base import LLM, WhiteBoxLLM
 from iclopt.prompts import Prompt, Template
 
 __all__ = ["Detail", "RidgeInfluence", "ridge_influence"]
@@ -194,29 +193,24 @@ class Detail(Attributor):
         self.seed = seed
 
     # ------------------------------------------------------------------ checks
-    def _check(self) -> int:
-        """Validate the settings; return the layer to use."""
+    def _white_box(self) -> WhiteBoxLLM:
+        """The model, which must expose hidden states."""
         llm = self.llm
-        if not getattr(llm, "supports_hidden_states", False):
+        if not isinstance(llm, WhiteBoxLLM):
             raise InputDataError(
                 f"method 'detail' needs hidden states, and model {llm.identity!r} does not "
                 "expose them; use 'loo' or 'shapley', which work with any backend"
             )
-        n_layers = num_layers(llm)
-        layer = self.layer
-        if layer is None:
-            if n_layers is None:
-                raise InputDataError("cannot tell the model's depth: give DETAIL a layer")
-            layer = n_layers // 2
-        top = "inf" if n_layers is None else str(n_layers)
-        if (
-            not isinstance(layer, int)
-            or isinstance(layer, bool)
-            or layer < 0
-            or (n_layers is not None and layer > n_layers)
-        ):
+        return llm
+
+    def _check(self) -> int:
+        """Validate the settings; return the layer to use."""
+        llm = self._white_box()
+        n_layers = llm.num_layers
+        layer = n_layers // 2 if self.layer is None else self.layer
+        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= n_layers:
             raise InputDataError(
-                f"The 'layer' parameter of Detail must be an int in [0, {top}] "
+                f"The 'layer' parameter of Detail must be an int in [0, {n_layers}] "
                 f"(0 = embeddings). Got {layer!r} instead."
             )
         if not isinstance(self.lam, (int, float)) or not self.lam > 0:
@@ -273,8 +267,9 @@ class Detail(Attributor):
             self._render(template, Prompt(prompt.instruction, prompt.demos[:j]), demos[:j], d.input)
             for j, d in enumerate(demos)
         ]
-        tokens = locate_demo_tokens(self.llm, base, prefixes)
-        m, qrep, fed = prompt_states(self.llm, texts or [base], tokens.positions, layer)
+        llm = self._white_box()
+        tokens = locate_demo_tokens(llm.token_offsets(base), base, prefixes)
+        m, qrep, fed = llm.prompt_states(texts or [base], tokens.positions, layer)
         if not texts:
             qrep = qrep[:0]
         d_model = m.shape[1]
@@ -329,7 +324,7 @@ class Detail(Attributor):
             cost=cost,
             config={
                 "layer": layer,
-                "num_layers": num_layers(self.llm),
+                "num_layers": self._white_box().num_layers,
                 "lam": float(self.lam),
                 "lambda": lam,
                 "center": self.center,
@@ -390,7 +385,7 @@ class Detail(Attributor):
         """Text of the first token of ``answer`` when it follows ``text``."""
         full = text + answer
         n = len(text)
-        offsets: Any = self.llm.token_offsets(full)  # type: ignore[attr-defined]
+        offsets = self._white_box().token_offsets(full)
         for s, e in offsets:
             if e > n and e > s:
                 return full[max(s, n) : e]

@@ -95,7 +95,7 @@ def ot_distances(cost: np.ndarray, tuples: np.ndarray) -> np.ndarray:
     Example:
         >>> c = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
         >>> ot_distances(c, np.array([[0, 1], [2, 0]])).round(3).tolist()
-        [0.0, 0.5]
+        [0.0, 0.25]
     """
     from scipy.optimize import linear_sum_assignment
 

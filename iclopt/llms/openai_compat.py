@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from iclopt.errors import InputDataError, LLMError, MissingDependencyError
-from iclopt.llms.base import LLM
+from iclopt.llms.base import LLM, cut_at_stop
 from iclopt.prompts import Message
 
 __all__ = ["CHAT_MARK", "OpenAIModel"]
@@ -199,6 +199,11 @@ class OpenAIModel(LLM):
                 )
             return self._client
 
+    def prepare(self) -> OpenAIModel:
+        """Check the options and create the client now (see :meth:`LLM.prepare`)."""
+        self.client()
+        return self
+
     def counters(self) -> dict[str, int]:
         """Cumulative request statistics since creation.
 
@@ -343,7 +348,7 @@ class OpenAIModel(LLM):
                     params["seed"] = s
                 choice = self._complete(prompt, **params).choices[0]
                 text = choice.message.content if prompt.startswith(CHAT_MARK) else choice.text
-                return _cut(text or "", stops)
+                return cut_at_stop(text or "", stops)
 
             return call
 
@@ -434,12 +439,3 @@ def _continuation_logprob(
     if not found:
         raise LLMError("the server's echoed tokens do not cover the continuation")
     return total
-
-
-def _cut(text: str, stop: Sequence[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        k = text.find(s)
-        if k != -1:
-            cut = min(cut, k)
-    return text[:cut]

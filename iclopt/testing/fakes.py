@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from iclopt.embedders.base import Embedder
-from iclopt.errors import LLMError
+from iclopt.errors import InputDataError, LLMError
 from iclopt.llms.base import LLM
 
 __all__ = ["FakeEmbedder", "FakeLLM"]
@@ -71,9 +71,15 @@ class FakeLLM(LLM):
         With ``temperature > 0``, a query whose text has an odd number of words gets a
         random demonstration output instead (seeded), so "uncertain" inputs exist.
         """
+        if max_new_tokens < 1:
+            raise InputDataError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if temperature < 0:
+            raise InputDataError(f"temperature must be >= 0, got {temperature}")
+        per_row = seed is not None and not isinstance(seed, int)
+        if per_row and len(list(seed)) != len(prompts):  # type: ignore[arg-type]
+            raise InputDataError(f"need one seed per prompt for {len(prompts)} prompts")
         self.calls += 1
         self.prompts_seen += len(prompts)
-        per_row = seed is not None and not isinstance(seed, int)
         rngs = (
             [np.random.default_rng(s) for s in seed]  # type: ignore[union-attr]
             if per_row
@@ -91,6 +97,11 @@ class FakeLLM(LLM):
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         """0.0 for the continuation :meth:`generate` would give, -5.0 otherwise."""
+        if len(prompts) != len(continuations):
+            raise InputDataError(
+                f"score needs as many continuations as prompts, got "
+                f"{len(continuations)} and {len(prompts)}"
+            )
         self.calls += 1
         self.prompts_seen += len(prompts)
         return [
