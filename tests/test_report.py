@@ -25,6 +25,7 @@ from iclopt.reports.attribution import (
     advice,
     markdown_report,
     readable_scale,
+    render_attribution,
     verdicts,
     write_attribution,
 )
@@ -289,6 +290,44 @@ def test_attribution_advice_one_sentence_and_parameters_folded_at_the_end(tmp_pa
     assert "Try the prompt without #2 (pool 7)" in page
     again = Attribution.load(paths["json"])  # re-rendered from the file: the same page
     assert write_attribution(again, tmp_path / "b")["html"].read_text() == page
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"config": {"utility": "metric"}},
+        {
+            "method": "detail",
+            "suspect": np.array([1.0, 3.0, 0.5]),
+            "config": {"rank_by": "self"},
+            "extra": {"self_influence": [1.0, 3.0, 0.5]},
+        },
+    ],
+)
+def test_a_saved_attribution_json_re_renders_to_the_same_files(tmp_path, kw):
+    paths = _attr(**kw).save(tmp_path / "a")
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))  # no Attribution object
+    again = render_attribution(data)
+    for kind in ("json", "md", "html"):
+        assert again[kind] == paths[kind].read_text(encoding="utf-8"), kind
+    assert markdown_report(data) == paths["md"].read_text(encoding="utf-8")
+
+
+def test_score_labels_come_from_the_attributor_class(tmp_path):
+    from iclopt.attribution import ATTRIBUTORS
+
+    for name in ATTRIBUTORS:
+        cls = ATTRIBUTORS.get(name)
+        labels = _attr(method=name).as_dict()["labels"]
+        assert labels == {"scale": cls.score_scale, "measure": cls.score_measure}
+    data = _attr(config={"utility": "metric"}).as_dict()
+    data["labels"] = {"scale": "change", "measure": "what a toy method measures"}
+    assert readable_scale(data).explain.startswith("What a toy method measures, in points")
+    data["labels"] = {"scale": "share", "measure": "a toy influence"}
+    assert readable_scale(data).header == "share of the influence, %"
+    unknown = _attr(method="toy", config={"utility": "metric"}).as_dict()
+    assert unknown["labels"]["scale"] == "change"  # a name no attributor has: the defaults
+    write_attribution(unknown, tmp_path / "toy")
 
 
 def test_self_influence_flags_read_as_a_label_to_check():
