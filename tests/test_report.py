@@ -431,3 +431,22 @@ def test_report_command_needs_no_model_and_quiet_prints_only_the_path(tmp_path, 
     assert "random (compare)" in page and "Try the prompt without #2 (pool 7)" in page
     loud = runner.invoke(app, args)
     assert loud.exit_code == 0 and "report" in loud.stderr and str(out) in loud.stderr
+
+
+def test_a_folder_artifact_moves_into_place_whole_or_not_at_all(tmp_path):
+    from iclopt.artifacts import staged_folder
+
+    with pytest.raises(RuntimeError), staged_folder(tmp_path / "m") as tmp:
+        (tmp / "half.bin").write_bytes(b"\x00")
+        raise RuntimeError("the export failed")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary one
+    (tmp_path / "empty").mkdir()
+    with staged_folder(tmp_path / "empty") as tmp:  # an empty folder is replaced
+        (tmp / "config.json").write_text("{}")
+    assert (tmp_path / "empty" / "config.json").is_file()
+    with staged_folder(tmp_path / "empty", keep_existing=True) as tmp:  # another won the race
+        (tmp / "other.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["config.json"]
+    with pytest.raises(OSError), staged_folder(tmp_path / "empty") as tmp:
+        (tmp / "other.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

@@ -93,8 +93,8 @@ def select(
 ) -> None:
     """Choose k ordered demonstrations with one selection method and print them."""
     from iclopt.api import select as run_select
+    from iclopt.artifacts import write_json_atomic
     from iclopt.prompts import Template
-    from iclopt.results import write_json_atomic
     from iclopt.selectors import SELECTORS
 
     quiet_libraries()
