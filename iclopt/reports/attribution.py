@@ -42,6 +42,7 @@ __all__ = [
     "AttributionDoc",
     "Scale",
     "advice",
+    "as_doc",
     "html_report",
     "html_section",
     "markdown_report",
@@ -152,7 +153,8 @@ class AttributionDoc:
 Source = AttributionDoc | Mapping[str, Any] | _SupportsAsDict
 
 
-def _doc(attr: Source) -> AttributionDoc:
+def as_doc(attr: Source) -> AttributionDoc:
+    """An attribution, its JSON form or an :class:`AttributionDoc`, as the latter."""
     if isinstance(attr, AttributionDoc):
         return attr
     if isinstance(attr, Mapping):
@@ -200,7 +202,7 @@ def readable_scale(attr: Source) -> Scale:
       demonstration's share of the total absolute influence, in percent (the shares'
       magnitudes sum to 100).
     """
-    attr = _doc(attr)
+    attr = as_doc(attr)
     scores = attr.scores
     errors = attr.errors
     q = attr.n_queries
@@ -269,7 +271,7 @@ def _other_suspect(attr: AttributionDoc) -> np.ndarray | None:
 
 def verdicts(attr: Source, scale: Scale | None = None) -> list[str]:
     """One word or two per demonstration: helps, hurts, within noise, looks mislabeled."""
-    attr = _doc(attr)
+    attr = as_doc(attr)
     scale = scale or readable_scale(attr)
     flagged = set(attr.flagged)
     out = []
@@ -292,7 +294,7 @@ def _which(attr: AttributionDoc, positions: list[int]) -> str:
 
 def advice(attr: Source, scale: Scale | None = None) -> str:
     """One sentence saying what to do about the flagged demonstrations (plain text)."""
-    attr = _doc(attr)
+    attr = as_doc(attr)
     scale = scale or readable_scale(attr)
     flagged = attr.flagged
     if not flagged:
@@ -323,7 +325,7 @@ def plot_attribution(attr: Source, ax: Any = None) -> Any:
     Returns:
         The matplotlib figure.
     """
-    attr = _doc(attr)
+    attr = as_doc(attr)
     pyplot = plt()
     scale = readable_scale(attr)
     n = len(scale.values)
@@ -363,7 +365,7 @@ def _png(attr: Source) -> bytes:
 
 def cost_line(attr: Source) -> str:
     """What computing the attribution cost, as one line."""
-    c = _doc(attr).cost
+    c = as_doc(attr).cost
 
     def n(key: str) -> Any:
         return c.get(key, 0)
@@ -405,7 +407,7 @@ def _columns(attr: AttributionDoc, scale: Scale) -> tuple[list[str], list[list[t
 
 def html_section(attr: Source, png: bytes) -> str:
     """The attribution as an HTML fragment: advice, chart, table, folded parameters."""
-    attr = _doc(attr)
+    attr = as_doc(attr)
     scale = readable_scale(attr)
     flagged = set(attr.flagged)
     head, rows = _columns(attr, scale)
@@ -430,7 +432,7 @@ def html_section(attr: Source, png: bytes) -> str:
 
 def html_report(attr: Source, png: bytes) -> str:
     """A self-contained HTML page: advice, the inlined bar chart, the demonstrations."""
-    attr = _doc(attr)
+    attr = as_doc(attr)
     title = f"Attribution: {attr.method} on {attr.task}"
     instr = f"<p><b>instruction:</b> {h(attr.instruction)}</p>" if attr.instruction else ""
     body = f"""<h1>{h(title)}</h1>
@@ -443,7 +445,7 @@ def html_report(attr: Source, png: bytes) -> str:
 
 def markdown_section(attr: Source, image: str | None = None) -> list[str]:
     """The attribution as Markdown lines (``image``: a relative path to the chart PNG)."""
-    attr = _doc(attr)
+    attr = as_doc(attr)
     scale = readable_scale(attr)
     head, rows = _columns(attr, scale)
     lines = [f"**{md(advice(attr, scale), None)}**", "", md(scale.explain, None), ""]
@@ -465,7 +467,7 @@ def markdown_section(attr: Source, image: str | None = None) -> list[str]:
 
 def markdown_report(attr: Source) -> str:
     """The attribution as Markdown: advice, one row per demonstration, folded parameters."""
-    attr = _doc(attr)
+    attr = as_doc(attr)
     lines = [
         f"# Attribution: {md(attr.method, None)} on {md(attr.task, None)}",
         "",
