@@ -6,14 +6,18 @@ file in its destination folder and moved into place only once all of them are co
 so a failure leaves no half-written artifact. :func:`tempfile.mkstemp` creates files with
 mode ``0600``; the files are given ``0666 & ~umask`` before they are moved, as
 ``open(path, "w")`` would, so a report copied to a shared folder or served by a web server
-stays readable by the people the user's umask allows.
+stays readable by the people the user's umask allows. A folder artifact (an exported or
+converted model) is built under a temporary name beside its destination and moved into
+place whole, by :func:`staged_folder`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +25,14 @@ from typing import Any
 
 from iclopt.errors import InputDataError
 
-__all__ = ["default_file_mode", "json_text", "reading", "write_files", "write_json_atomic"]
+__all__ = [
+    "default_file_mode",
+    "json_text",
+    "reading",
+    "staged_folder",
+    "write_files",
+    "write_json_atomic",
+]
 
 
 def default_file_mode() -> int:
@@ -91,6 +102,47 @@ def write_files(files: Mapping[str | os.PathLike[str], str | bytes]) -> list[Pat
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (see :func:`write_files`)."""
     write_files({path: json_text(obj)})
+
+
+@contextmanager
+def staged_folder(target: str | os.PathLike[str], *, keep_existing: bool = False) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``target``, then move it into place.
+
+    The body writes into the yielded folder (created empty); when it returns, the folder
+    is renamed to ``target`` (an empty folder there is replaced). Whatever happens, no
+    temporary folder is left behind.
+
+    Args:
+        target: Where the folder ends up.
+        keep_existing: When ``target`` appears while the body runs (another process built
+            the same folder first), keep it and drop this one instead of raising.
+
+    Raises:
+        OSError: The folder cannot be moved into place (and ``keep_existing`` does not
+            apply).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with staged_folder(d / "model") as tmp:
+        ...     _ = (tmp / "config.json").write_text("{}")
+        >>> sorted(p.name for p in d.iterdir()), (d / "model" / "config.json").is_file()
+        (['model'], True)
+    """
+    out = Path(target)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}-{time.time_ns()}")
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not (keep_existing and out.is_dir()):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager

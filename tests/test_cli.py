@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from iclopt.cli import app
+from iclopt.cli._common import EvalOptions, LLMOptions, TaskOptions, group, option_groups
 
 runner = CliRunner()
 
@@ -132,3 +135,40 @@ def test_optimize_end_to_end_real_model(tmp_path, bench):
         env=env,
     )
     assert show.returncode == 0 and show.stdout.rstrip().endswith("Input: Loved it.\nOutput:")
+
+
+# ---------------------------------------------------------------------- option groups
+def test_the_commands_share_one_definition_of_each_option_group():
+    commands = typer.main.get_command(app).commands
+    own = {("attribute", "template"), ("attribute", "max_new_tokens")}  # its own help
+    for name in ("optimize", "compare", "attribute", "select"):
+        params = {p.name: p for p in commands[name].params}
+        for options in (TaskOptions, LLMOptions, EvalOptions):
+            for f in dataclasses.fields(options):
+                assert f.name in params, (name, f.name)
+                if (name, f.name) not in own:
+                    assert params[f.name].help == f.metadata["option"].help, (name, f.name)
+                    assert f.default == f.metadata["option"].default
+
+
+def test_option_groups_hand_a_command_one_dataclass_per_group():
+    seen = []
+    toy = typer.Typer()
+
+    @toy.command()
+    @option_groups
+    def run(
+        source: TaskOptions = group(),
+        k: int = typer.Option(3),
+        backend: LLMOptions = group(model=typer.Option("other", help="Its own model.")),
+    ) -> None:
+        seen.append((source, k, backend))
+
+    result = CliRunner().invoke(toy, ["--task", "sentiment", "--k", "4", "--timeout", "2"])
+    assert result.exit_code == 0, result.output
+    assert seen == [(TaskOptions(task="sentiment"), 4, LLMOptions(model="other", timeout=2.0))]
+    assert "Its own model." in CliRunner().invoke(toy, ["--help"]).output
+    with pytest.raises(TypeError, match="no option"):
+
+        @option_groups
+        def bad(source: TaskOptions = group(nope=typer.Option(1))) -> None: ...

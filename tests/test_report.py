@@ -25,6 +25,7 @@ from iclopt.reports.attribution import (
     advice,
     markdown_report,
     readable_scale,
+    render_attribution,
     verdicts,
     write_attribution,
 )
@@ -291,6 +292,44 @@ def test_attribution_advice_one_sentence_and_parameters_folded_at_the_end(tmp_pa
     assert write_attribution(again, tmp_path / "b")["html"].read_text() == page
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"config": {"utility": "metric"}},
+        {
+            "method": "detail",
+            "suspect": np.array([1.0, 3.0, 0.5]),
+            "config": {"rank_by": "self"},
+            "extra": {"self_influence": [1.0, 3.0, 0.5]},
+        },
+    ],
+)
+def test_a_saved_attribution_json_re_renders_to_the_same_files(tmp_path, kw):
+    paths = _attr(**kw).save(tmp_path / "a")
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))  # no Attribution object
+    again = render_attribution(data)
+    for kind in ("json", "md", "html"):
+        assert again[kind] == paths[kind].read_text(encoding="utf-8"), kind
+    assert markdown_report(data) == paths["md"].read_text(encoding="utf-8")
+
+
+def test_score_labels_come_from_the_attributor_class(tmp_path):
+    from iclopt.attribution import ATTRIBUTORS
+
+    for name in ATTRIBUTORS:
+        cls = ATTRIBUTORS.get(name)
+        labels = _attr(method=name).as_dict()["labels"]
+        assert labels == {"scale": cls.score_scale, "measure": cls.score_measure}
+    data = _attr(config={"utility": "metric"}).as_dict()
+    data["labels"] = {"scale": "change", "measure": "what a toy method measures"}
+    assert readable_scale(data).explain.startswith("What a toy method measures, in points")
+    data["labels"] = {"scale": "share", "measure": "a toy influence"}
+    assert readable_scale(data).header == "share of the influence, %"
+    unknown = _attr(method="toy", config={"utility": "metric"}).as_dict()
+    assert unknown["labels"]["scale"] == "change"  # a name no attributor has: the defaults
+    write_attribution(unknown, tmp_path / "toy")
+
+
 def test_self_influence_flags_read_as_a_label_to_check():
     attr = _attr(
         method="detail",
@@ -392,3 +431,22 @@ def test_report_command_needs_no_model_and_quiet_prints_only_the_path(tmp_path, 
     assert "random (compare)" in page and "Try the prompt without #2 (pool 7)" in page
     loud = runner.invoke(app, args)
     assert loud.exit_code == 0 and "report" in loud.stderr and str(out) in loud.stderr
+
+
+def test_a_folder_artifact_moves_into_place_whole_or_not_at_all(tmp_path):
+    from iclopt.artifacts import staged_folder
+
+    with pytest.raises(RuntimeError), staged_folder(tmp_path / "m") as tmp:
+        (tmp / "half.bin").write_bytes(b"\x00")
+        raise RuntimeError("the export failed")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary one
+    (tmp_path / "empty").mkdir()
+    with staged_folder(tmp_path / "empty") as tmp:  # an empty folder is replaced
+        (tmp / "config.json").write_text("{}")
+    assert (tmp_path / "empty" / "config.json").is_file()
+    with staged_folder(tmp_path / "empty", keep_existing=True) as tmp:  # another won the race
+        (tmp / "other.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["config.json"]
+    with pytest.raises(OSError), staged_folder(tmp_path / "empty") as tmp:
+        (tmp / "other.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

@@ -30,6 +30,7 @@ from iclopt.evaluation import Budget, Cost, Evaluator, ResultCache, Scoring
 from iclopt.llms.base import LLM
 from iclopt.prompts import Prompt, Template
 from iclopt.registry import Registry
+from iclopt.reports.attribution import plot_attribution, write_attribution
 
 __all__ = [
     "ATTRIBUTORS",
@@ -51,6 +52,16 @@ def register_attributor(name: str) -> Any:
         return ATTRIBUTORS.register(name)(cls)
 
     return deco
+
+
+def score_labels(method: str) -> dict[str, str]:
+    """How the scores of ``method`` read in a report: its class's labels.
+
+    The class's ``score_scale`` and ``score_measure``; the base class's for a name no
+    attributor is registered under (an attribution built by hand).
+    """
+    cls = ATTRIBUTORS.get(method) if method in ATTRIBUTORS else Attributor
+    return {"scale": cls.score_scale, "measure": cls.score_measure}
 
 
 def _robust_outliers(values: np.ndarray, z: float) -> list[int]:
@@ -172,6 +183,7 @@ class Attribution:
             "cost": self.cost.as_dict(),
             "config": self.config,
             "extra": self.extra,
+            "labels": score_labels(self.method),
         }
 
     @classmethod
@@ -227,15 +239,11 @@ class Attribution:
         Returns:
             The matplotlib figure.
         """
-        from iclopt.reports.attribution import plot_attribution
-
-        return plot_attribution(self, ax=ax)
+        return plot_attribution(self.as_dict(), ax=ax)
 
     def save(self, out_dir: str | Any) -> dict[str, Any]:
         """Write ``attribution.json``, ``.md`` and ``.html`` into ``out_dir`` (atomically)."""
-        from iclopt.reports.attribution import write_attribution
-
-        return write_attribution(self, out_dir)
+        return write_attribution(self.as_dict(), out_dir)
 
 
 class Attributor(ABC):
@@ -249,6 +257,12 @@ class Attributor(ABC):
     name: ClassVar[str] = ""
     #: Whether the method needs a white-box backend (hidden states).
     needs_hidden_states: ClassVar[bool] = False
+    #: How a report reads ``scores``: ``"change"`` (of the prompt's utility: points of
+    #: the task's score, or percent of the gold label's probability) or ``"share"`` (a
+    #: unitless influence, shown as each demonstration's share of the total).
+    score_scale: ClassVar[str] = "change"
+    #: What one score is, as the report's sentence says it (lower case).
+    score_measure: ClassVar[str] = "its contribution to the prompt's score"
 
     @abstractmethod
     def attribute(

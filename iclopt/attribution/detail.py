@@ -170,6 +170,8 @@ class Detail(Attributor):
     """
 
     needs_hidden_states = True
+    score_scale = "share"
+    score_measure = "DETAIL's test influence"
 
     def __init__(
         self,

@@ -39,6 +39,8 @@ class LeaveOneOut(EvaluatorAttributor):
         3
     """
 
+    score_measure = "how much the prompt's score drops without it"
+
     def attribute(
         self, task: Task, prompt: Prompt, queries: Sequence[Example] | None = None
     ) -> Attribution:

@@ -61,6 +61,8 @@ class Shapley(EvaluatorAttributor):
         (3,)
     """
 
+    score_measure = "its average contribution over random orders (Shapley value)"
+
     def __init__(
         self,
         *,

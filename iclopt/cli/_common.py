@@ -1,12 +1,33 @@
-"""What every `iclopt` command shares: app, consoles, error handling, options, task building."""
+"""What every `iclopt` command shares: app, consoles, error handling, options, task building.
+
+The options several commands take are defined once, in three option groups: where the task
+comes from (:class:`TaskOptions`), which LLM answers (:class:`LLMOptions`), and how prompts
+are evaluated (:class:`EvalOptions`). A command declares a parameter of the group's type
+and :func:`option_groups` adds the group's typer options to the command in its place, then
+hands the command one dataclass::
+
+    @app.command()
+    @one_line_errors
+    @option_groups
+    def select(source: TaskOptions = group(), backend: LLMOptions = group(), ...) -> None:
+        the_task = build_task(source, k=k)
+        llm = load_llm(**backend.as_kwargs())
+
+``group(name=typer.Option(...))`` gives one command its own version of a group's option
+(``attribute``'s ``--template`` defaults to the result's template).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import os
 import tempfile
+import typing
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -188,6 +209,137 @@ O_QUIET = typer.Option(
 )
 
 
+def _option(option: Any, kind: Any) -> Any:
+    """A group field: its default is the option's, its typer option and type ride along."""
+    return dataclasses.field(default=option.default, metadata={"option": option, "kind": kind})
+
+
+class OptionGroup:
+    """Base of the option groups: dataclasses whose fields carry their typer options."""
+
+
+@dataclass(frozen=True)
+class TaskOptions(OptionGroup):
+    """Where the task comes from: ``--task NAME``, ``--pool/--val/--test`` files or ``--data``.
+
+    Example:
+        >>> build_task(TaskOptions(task="sentiment"), k=4).name
+        'sentiment'
+    """
+
+    task: str | None = _option(O_TASK, str)
+    pool: str | None = _option(O_POOL, str)
+    val: str | None = _option(O_VAL, str)
+    test: str | None = _option(O_TEST, str)
+    data: str | None = _option(O_DATA, str)
+    input_col: str = _option(O_INPUT_COL, str)
+    output_col: str = _option(O_OUTPUT_COL, str)
+    pool_size: int = _option(O_POOL_SIZE, int)
+    val_size: int = _option(O_VAL_SIZE, int)
+    test_size: int = _option(O_TEST_SIZE, int)
+    split_seed: int = _option(O_SPLIT_SEED, int)
+    labels: str = _option(O_LABELS, str)
+    metric: str = _option(O_METRIC, str)
+    keep_overlap: bool = _option(O_KEEP_OVERLAP, bool)
+
+    @property
+    def given(self) -> bool:
+        """Whether any task option names a task (a built-in one or data files)."""
+        return self.task is not None or any(
+            x is not None for x in (self.pool, self.val, self.test, self.data)
+        )
+
+    def source(self) -> dict[str, Any]:
+        """Where the task came from, as a result records it (``config["task_source"]``)."""
+        keys = ("task", "pool", "val", "test", "data", "input_col", "output_col", "split_seed")
+        return {key: getattr(self, key) for key in keys}
+
+
+@dataclass(frozen=True)
+class LLMOptions(OptionGroup):
+    """Which LLM answers: ``--model`` and the options of its backend."""
+
+    model: str = _option(O_MODEL, str)
+    base_url: str | None = _option(O_BASE_URL, str)
+    api_key_env: str = _option(O_API_KEY_ENV, str)
+    concurrency: int = _option(O_CONCURRENCY, int)
+    timeout: float = _option(O_TIMEOUT, float)
+    max_retries: int = _option(O_MAX_RETRIES, int)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The arguments of :func:`load_llm`."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalOptions(OptionGroup):
+    """How prompts are evaluated: template, scoring, generation cap and result cache."""
+
+    template: TemplateStyle | None = _option(O_TEMPLATE, TemplateStyle)  # noqa: RUF009 (a field())
+    scoring: ScoringMode = _option(O_SCORING, ScoringMode)  # noqa: RUF009 (a field())
+    max_new_tokens: int | None = _option(O_MAX_NEW_TOKENS, int)
+    cache: Path | None = _option(O_CACHE, Path)  # noqa: RUF009 (a field())
+    no_cache: bool = _option(O_NO_CACHE, bool)
+
+    def cache_arg(self) -> Path | bool:
+        """--cache/--no-cache as the library's ``cache`` argument."""
+        return cache_arg(self.cache, self.no_cache)
+
+    def make_template(self) -> Any:
+        """The prompt :class:`~iclopt.prompts.Template` of --template (completion by default)."""
+        from iclopt.prompts import Template
+
+        return Template(style=(self.template or TemplateStyle.completion).value)
+
+
+class _Overrides(dict[str, Any]):
+    """A command's own versions of some options of a group (see :func:`group`)."""
+
+
+def group(**options: Any) -> Any:
+    """Default of an option-group parameter: ``options`` replace the group's by field name."""
+    return _Overrides(options)
+
+
+def option_groups(fn: F) -> F:
+    """Expand each parameter typed as an :class:`OptionGroup` into the group's typer options.
+
+    The options take the group parameter's place in the command's signature (so in
+    ``--help``); the command receives one instance of the group.
+    """
+    hints = typing.get_type_hints(fn)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, tuple[type[Any], list[str]]] = {}
+    for p in inspect.signature(fn).parameters.values():
+        kind: Any = hints.get(p.name, p.annotation)
+        if not (isinstance(kind, type) and issubclass(kind, OptionGroup)):
+            params.append(p.replace(annotation=kind))
+            continue
+        overrides = p.default if isinstance(p.default, _Overrides) else _Overrides()
+        group_fields = dataclasses.fields(typing.cast(Any, kind))
+        unknown = set(overrides) - {f.name for f in group_fields}
+        if unknown:
+            raise TypeError(f"{fn.__name__}: {kind.__name__} has no option {sorted(unknown)}")
+        names = []
+        for f in group_fields:
+            option = overrides.get(f.name, f.metadata["option"])
+            params.append(
+                inspect.Parameter(f.name, p.kind, default=option, annotation=f.metadata["kind"])
+            )
+            names.append(f.name)
+        groups[p.name] = (kind, names)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for name, (kind, fields) in groups.items():
+            kwargs[name] = kind(**{f: kwargs.pop(f) for f in fields})
+        return fn(*args, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]
+
+
 def quiet_libraries() -> None:
     """Keep other libraries' progress bars, logs and warnings from the user."""
     silence_library_warnings()
@@ -243,50 +395,34 @@ def read_instructions(
     return found or [None]
 
 
-def build_task(
-    task: str | None,
-    pool: str | None,
-    val: str | None,
-    test: str | None,
-    data: str | None,
-    input_col: str,
-    output_col: str,
-    pool_size: int,
-    val_size: int,
-    test_size: int,
-    split_seed: int,
-    labels: str,
-    metric: str,
-    k: int,
-    keep_overlap: bool = False,
-) -> Any:
-    """The task named by the shared task options of ``optimize`` and ``compare``."""
+def build_task(opts: TaskOptions, *, k: int) -> Any:
+    """The task the task options name, checked to hold at least ``k`` pool examples."""
     from iclopt.data import load_task
     from iclopt.datasets import get_task
     from iclopt.metrics import get_metric
 
-    sources = [x for x in (pool, val, test, data) if x is not None]
-    if task is not None and sources:
+    sources = [x for x in (opts.pool, opts.val, opts.test, opts.data) if x is not None]
+    if opts.task is not None and sources:
         raise InputDataError("give either --task or data files, not both")
-    if task is not None:
-        the_task = get_task(task)
-        if metric != "auto":
-            the_task.metric = metric
+    if opts.task is not None:
+        the_task = get_task(opts.task)
+        if opts.metric != "auto":
+            the_task.metric = opts.metric
     elif sources:
         the_task = load_task(
-            pool=pool,
-            val=val,
-            test=test,
-            data=data,
-            input_col=input_col,
-            output_col=output_col,
-            pool_size=pool_size,
-            val_size=val_size,
-            test_size=test_size,
-            split_seed=split_seed,
-            metric=metric,
-            keep_overlap=keep_overlap,
-            labels=parse_labels(labels),
+            pool=opts.pool,
+            val=opts.val,
+            test=opts.test,
+            data=opts.data,
+            input_col=opts.input_col,
+            output_col=opts.output_col,
+            pool_size=opts.pool_size,
+            val_size=opts.val_size,
+            test_size=opts.test_size,
+            split_seed=opts.split_seed,
+            metric=opts.metric,
+            keep_overlap=opts.keep_overlap,
+            labels=parse_labels(opts.labels),
         )
     else:
         raise InputDataError("no task: give --task NAME, --pool/--val/--test files, or --data FILE")

@@ -8,39 +8,19 @@ from typing import Any
 import typer
 
 from iclopt.cli._common import (
-    O_API_KEY_ENV,
-    O_BASE_URL,
-    O_CACHE,
-    O_CONCURRENCY,
-    O_DATA,
-    O_INPUT_COL,
-    O_KEEP_OVERLAP,
-    O_LABELS,
-    O_MAX_RETRIES,
-    O_METRIC,
-    O_MODEL,
-    O_NO_CACHE,
-    O_OUTPUT_COL,
-    O_POOL,
-    O_POOL_SIZE,
     O_QUIET,
-    O_SCORING,
-    O_SPLIT_SEED,
-    O_TASK,
-    O_TEST,
-    O_TEST_SIZE,
-    O_TIMEOUT,
-    O_VAL,
-    O_VAL_SIZE,
+    EvalOptions,
     InputDataError,
-    ScoringMode,
+    LLMOptions,
+    TaskOptions,
     TemplateStyle,
     app,
     build_task,
-    cache_arg,
     err,
+    group,
     load_llm,
     one_line_errors,
+    option_groups,
     out,
     quiet_libraries,
 )
@@ -57,23 +37,23 @@ def _task_from_result(res: Any, keep_overlap: bool = False) -> Any:
     sizes = res.config.get("sizes") or {}
     labels = res.config.get("labels")
     metric = res.config.get("metric")
-    return build_task(
-        src.get("task"),
-        src.get("pool"),
-        src.get("val"),
-        src.get("test"),
-        src.get("data"),
-        src.get("input_col", "input"),
-        src.get("output_col", "output"),
-        int(sizes.get("pool", 100)),
-        int(sizes.get("val", 20)),
-        max(int(sizes.get("test", 100)), 1),
-        int(src.get("split_seed", 0)),
-        ",".join(labels) if labels else "none",
-        metric if isinstance(metric, str) else "auto",
-        1,
+    opts = TaskOptions(
+        task=src.get("task"),
+        pool=src.get("pool"),
+        val=src.get("val"),
+        test=src.get("test"),
+        data=src.get("data"),
+        input_col=src.get("input_col", "input"),
+        output_col=src.get("output_col", "output"),
+        pool_size=int(sizes.get("pool", 100)),
+        val_size=int(sizes.get("val", 20)),
+        test_size=max(int(sizes.get("test", 100)), 1),
+        split_seed=int(src.get("split_seed", 0)),
+        labels=",".join(labels) if labels else "none",
+        metric=metric if isinstance(metric, str) else "auto",
         keep_overlap=keep_overlap or bool(src.get("keep_overlap", False)),
     )
+    return build_task(opts, k=1)
 
 
 def _check_result_matches(res: Any, task: Any, path: Path) -> None:
@@ -102,6 +82,7 @@ def _parse_ids(ids: str) -> tuple[int, ...]:
 
 @app.command()
 @one_line_errors
+@option_groups
 def attribute(
     result: Path = typer.Argument(
         None, help="A JSON result written by `iclopt optimize --out`: attribute its best prompt."
@@ -110,19 +91,7 @@ def attribute(
         "detail",
         help="detail (white-box, one forward pass), loo (leave-one-out) or shapley (Monte Carlo permutation Shapley); loo and shapley work with any model.",
     ),
-    task: str = O_TASK,
-    pool: str = O_POOL,
-    val: str = O_VAL,
-    test: str = O_TEST,
-    data: str = O_DATA,
-    input_col: str = O_INPUT_COL,
-    output_col: str = O_OUTPUT_COL,
-    pool_size: int = O_POOL_SIZE,
-    val_size: int = O_VAL_SIZE,
-    test_size: int = O_TEST_SIZE,
-    split_seed: int = O_SPLIT_SEED,
-    labels: str = O_LABELS,
-    metric: str = O_METRIC,
+    source: TaskOptions = group(),
     ids: str = typer.Option(
         None, "--ids", help="An explicit prompt: comma-separated pool ids, in order."
     ),
@@ -167,20 +136,13 @@ def attribute(
     max_evaluations: int = typer.Option(
         None, min=1, help="loo/shapley: hard cap on prompt evaluations."
     ),
-    model: str = O_MODEL,
-    base_url: str = O_BASE_URL,
-    api_key_env: str = O_API_KEY_ENV,
-    concurrency: int = O_CONCURRENCY,
-    timeout: float = O_TIMEOUT,
-    max_retries: int = O_MAX_RETRIES,
-    template: TemplateStyle = typer.Option(
-        None, help="'completion' or 'chat'; default the result's template, else completion."
+    backend: LLMOptions = group(),
+    ev: EvalOptions = group(
+        template=typer.Option(
+            None, help="'completion' or 'chat'; default the result's template, else completion."
+        ),
+        max_new_tokens=typer.Option(None, min=1, help="loo/shapley: generation cap."),
     ),
-    scoring: ScoringMode = O_SCORING,
-    max_new_tokens: int = typer.Option(None, min=1, help="loo/shapley: generation cap."),
-    keep_overlap: bool = O_KEEP_OVERLAP,
-    cache: Path = O_CACHE,
-    no_cache: bool = O_NO_CACHE,
     out_dir: Path = typer.Option(
         Path("."),
         "--out",
@@ -209,26 +171,11 @@ def attribute(
         raise InputDataError("no prompt: give RESULT.json, --ids or --demos")
     if given > 1:
         raise InputDataError("give only one of RESULT.json, --ids and --demos")
-    has_task = task is not None or any(x is not None for x in (pool, val, test, data))
+    has_task = source.given
+    template = ev.template
     res = OptimizationResult.load(result) if result is not None else None
     if has_task or res is None:
-        the_task = build_task(
-            task,
-            pool,
-            val,
-            test,
-            data,
-            input_col,
-            output_col,
-            pool_size,
-            val_size,
-            test_size,
-            split_seed,
-            labels,
-            metric,
-            1,
-            keep_overlap=keep_overlap,
-        )
+        the_task = build_task(source, k=1)
     else:
         the_task = _task_from_result(res)
     if res is not None:
@@ -269,14 +216,7 @@ def attribute(
         "max_permutations": permutations,
         "tolerance": tolerance,
     }
-    llm = load_llm(
-        model,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        concurrency=concurrency,
-        timeout=timeout,
-        max_retries=max_retries,
-    )
+    llm = load_llm(**backend.as_kwargs())
     if res is not None and res.model and res.model != llm.identity:
         raise InputDataError(
             f"{result} was made with model {res.model!r}, not {llm.identity!r}; pass --model"
@@ -285,9 +225,9 @@ def attribute(
         method,
         llm,
         template=tmpl,
-        scoring=scoring.value,
-        max_new_tokens=max_new_tokens,
-        cache=None if cls.needs_hidden_states else _result_cache(cache_arg(cache, no_cache)),
+        scoring=ev.scoring.value,
+        max_new_tokens=ev.max_new_tokens,
+        cache=None if cls.needs_hidden_states else _result_cache(ev.cache_arg()),
         budget=Budget(max_evaluations=max_evaluations) if max_evaluations is not None else None,
         seed=seed,
         **options,

@@ -12,45 +12,23 @@ import typer
 
 from iclopt.bandits import DEFAULT_METHOD, DEFAULT_SHARED_METHOD
 from iclopt.cli._common import (
-    O_API_KEY_ENV,
-    O_BASE_URL,
-    O_CACHE,
-    O_CONCURRENCY,
-    O_DATA,
-    O_INPUT_COL,
     O_K,
-    O_KEEP_OVERLAP,
-    O_LABELS,
-    O_MAX_NEW_TOKENS,
-    O_MAX_RETRIES,
-    O_METRIC,
-    O_MODEL,
-    O_NO_CACHE,
-    O_OUTPUT_COL,
-    O_POOL,
-    O_POOL_SIZE,
     O_QUIET,
-    O_SCORING,
-    O_SPLIT_SEED,
-    O_TASK,
-    O_TEMPLATE,
-    O_TEST,
-    O_TEST_SIZE,
-    O_TIMEOUT,
-    O_VAL,
-    O_VAL_SIZE,
+    EvalOptions,
     IcloptError,
     InputDataError,
+    LLMOptions,
     ScoringMode,
-    TemplateStyle,
+    TaskOptions,
     app,
     build_task,
-    cache_arg,
     check_out_path,
     describe,
     err,
+    group,
     load_llm,
     one_line_errors,
+    option_groups,
     print_result,
     progress_bar,
     quiet_libraries,
@@ -62,20 +40,9 @@ from iclopt.cli.report import report_path_for, save_run
 
 @app.command()
 @one_line_errors
+@option_groups
 def optimize(
-    task: str = O_TASK,
-    pool: str = O_POOL,
-    val: str = O_VAL,
-    test: str = O_TEST,
-    data: str = O_DATA,
-    input_col: str = O_INPUT_COL,
-    output_col: str = O_OUTPUT_COL,
-    pool_size: int = O_POOL_SIZE,
-    val_size: int = O_VAL_SIZE,
-    test_size: int = O_TEST_SIZE,
-    split_seed: int = O_SPLIT_SEED,
-    labels: str = O_LABELS,
-    metric: str = O_METRIC,
+    source: TaskOptions = group(),
     k: int = O_K,
     budget: int = typer.Option(
         60,
@@ -86,12 +53,7 @@ def optimize(
         None,
         help=f"Search method (see `iclopt methods`): race (racing over queries with an additive model of demonstrations), best-of-n (random search), neural, ease, gp, tpe. Default: {DEFAULT_METHOD}; with --storage or --workers, {DEFAULT_SHARED_METHOD} ({DEFAULT_METHOD} cannot share a study yet).",
     ),
-    model: str = O_MODEL,
-    base_url: str = O_BASE_URL,
-    api_key_env: str = O_API_KEY_ENV,
-    concurrency: int = O_CONCURRENCY,
-    timeout: float = O_TIMEOUT,
-    max_retries: int = O_MAX_RETRIES,
+    backend: LLMOptions = group(),
     seed: int = typer.Option(0, help="Seed of the search."),
     instruction: list[str] = typer.Option(
         None,
@@ -118,10 +80,7 @@ def optimize(
         None,
         help="Sentence encoder of the model-based methods: a sentence-transformers model name or folder (default: the embedded all-MiniLM-L6-v2).",
     ),
-    template: TemplateStyle = O_TEMPLATE,
-    scoring: ScoringMode = O_SCORING,
-    max_new_tokens: int = O_MAX_NEW_TOKENS,
-    keep_overlap: bool = O_KEEP_OVERLAP,
+    ev: EvalOptions = group(),
     max_llm_calls: int = typer.Option(
         None,
         min=1,
@@ -130,8 +89,6 @@ def optimize(
     max_prompt_tokens: int = typer.Option(
         None, min=1, help="Optional hard cap on prompt tokens sent to the LLM."
     ),
-    cache: Path = O_CACHE,
-    no_cache: bool = O_NO_CACHE,
     out_path: Path = typer.Option(
         None, "--out", help="Write the JSON result (prompt, scores, cost, trace, config) here."
     ),
@@ -161,26 +118,10 @@ def optimize(
     from iclopt.bandits import OPTIMIZERS
     from iclopt.bandits.model_based import ModelBasedOptimizer
     from iclopt.instructions import dedupe_instructions
-    from iclopt.prompts import Template
 
     quiet_libraries()
-    the_task = build_task(
-        task,
-        pool,
-        val,
-        test,
-        data,
-        input_col,
-        output_col,
-        pool_size,
-        val_size,
-        test_size,
-        split_seed,
-        labels,
-        metric,
-        k,
-        keep_overlap=keep_overlap,
-    )
+    the_task = build_task(source, k=k)
+    scoring = ev.scoring
     if method is None:
         method = DEFAULT_SHARED_METHOD if storage is not None or workers > 1 else DEFAULT_METHOD
     cls = OPTIMIZERS.get(method)
@@ -237,14 +178,7 @@ def optimize(
             quiet=quiet,
             budget=budget,
             scoring=scoring,
-            model=model,
-            llm_options={
-                "base_url": base_url,
-                "api_key_env": api_key_env,
-                "concurrency": concurrency,
-                "timeout": timeout,
-                "max_retries": max_retries,
-            },
+            backend=backend,
             search={
                 "k": k,
                 "budget": budget,
@@ -254,24 +188,15 @@ def optimize(
                 "generate_instructions": generate_instructions,
                 "n_init": n_init,
                 "embedder": embedder,
-                "template": Template(style=template.value),
+                "template": ev.make_template(),
                 "scoring": scoring.value,
-                "max_new_tokens": max_new_tokens,
+                "max_new_tokens": ev.max_new_tokens,
                 "max_llm_calls": max_llm_calls,
                 "max_prompt_tokens": max_prompt_tokens,
                 "method_options": method_options or None,
-                "cache": cache_arg(cache, no_cache),
+                "cache": ev.cache_arg(),
             },
-            task_source={
-                "task": task,
-                "pool": pool,
-                "val": val,
-                "test": test,
-                "data": data,
-                "input_col": input_col,
-                "output_col": output_col,
-                "split_seed": split_seed,
-            },
+            task_source=source.source(),
         )
 
 
@@ -292,9 +217,7 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _worker(
-    the_task: Any, model: str, llm_options: dict[str, Any], search: dict[str, Any], study: Any
-) -> int:
+def _worker(the_task: Any, backend: LLMOptions, search: dict[str, Any], study: Any) -> int:
     """One spawned worker process: 1 torch thread, its own LLM, the shared study."""
     import torch
 
@@ -303,7 +226,7 @@ def _worker(
     torch.set_num_threads(1)
     quiet_libraries()
     err.quiet = True  # the first process reports; errors come back through the future
-    llm = load_llm(model, **llm_options)
+    llm = load_llm(**backend.as_kwargs())
     result = run_optimize(the_task, llm=llm, evaluate_test=False, **search, **study)
     return len(result.trace)
 
@@ -319,8 +242,7 @@ def _search(
     quiet: bool,
     budget: int,
     scoring: ScoringMode,
-    model: str,
-    llm_options: dict[str, Any],
+    backend: LLMOptions,
     search: dict[str, Any],
     task_source: dict[str, Any],
 ) -> None:
@@ -342,8 +264,7 @@ def _search(
                 ProcessPoolExecutor(spawn, mp_context=multiprocessing.get_context("spawn"))
             )
             futures = [
-                pool.submit(_worker, the_task, model, llm_options, search, shared)
-                for _ in range(spawn)
+                pool.submit(_worker, the_task, backend, search, shared) for _ in range(spawn)
             ]
             err.print(
                 f"started {spawn} more worker process(es) on study {study!r}",
@@ -352,7 +273,7 @@ def _search(
             )
         from iclopt.api import estimate_search
 
-        llm = load_llm(model, **llm_options)
+        llm = load_llm(**backend.as_kwargs())
         describe(the_task, llm, scoring)
         est = estimate_search(
             the_task,

@@ -7,43 +7,21 @@ from pathlib import Path
 import typer
 
 from iclopt.cli._common import (
-    O_API_KEY_ENV,
-    O_BASE_URL,
-    O_CACHE,
-    O_CONCURRENCY,
-    O_DATA,
-    O_INPUT_COL,
     O_K,
-    O_KEEP_OVERLAP,
-    O_LABELS,
-    O_MAX_NEW_TOKENS,
-    O_MAX_RETRIES,
-    O_METRIC,
-    O_MODEL,
-    O_NO_CACHE,
-    O_OUTPUT_COL,
-    O_POOL,
-    O_POOL_SIZE,
-    O_SCORING,
-    O_SPLIT_SEED,
-    O_TASK,
-    O_TEMPLATE,
-    O_TEST,
-    O_TEST_SIZE,
-    O_TIMEOUT,
-    O_VAL,
-    O_VAL_SIZE,
+    EvalOptions,
     InputDataError,
-    ScoringMode,
+    LLMOptions,
+    TaskOptions,
     TemplateStyle,
     app,
     build_task,
-    cache_arg,
     check_out_path,
     demo_table,
     err,
+    group,
     load_llm,
     one_line_errors,
+    option_groups,
     out,
     quiet_libraries,
 )
@@ -51,21 +29,10 @@ from iclopt.cli._common import (
 
 @app.command()
 @one_line_errors
+@option_groups
 def select(
     method: str = typer.Option(..., help="Selection method (see `iclopt methods`)."),
-    task: str = O_TASK,
-    pool: str = O_POOL,
-    val: str = O_VAL,
-    test: str = O_TEST,
-    data: str = O_DATA,
-    input_col: str = O_INPUT_COL,
-    output_col: str = O_OUTPUT_COL,
-    pool_size: int = O_POOL_SIZE,
-    val_size: int = O_VAL_SIZE,
-    test_size: int = O_TEST_SIZE,
-    split_seed: int = O_SPLIT_SEED,
-    labels: str = O_LABELS,
-    metric: str = O_METRIC,
+    source: TaskOptions = group(),
     k: int = O_K,
     query: str = typer.Option(
         None,
@@ -75,26 +42,15 @@ def select(
     budget: int = typer.Option(
         20, min=1, help="Validation evaluations for search methods (best-of-n)."
     ),
-    model: str = O_MODEL,
-    base_url: str = O_BASE_URL,
-    api_key_env: str = O_API_KEY_ENV,
-    concurrency: int = O_CONCURRENCY,
-    timeout: float = O_TIMEOUT,
-    max_retries: int = O_MAX_RETRIES,
-    template: TemplateStyle = O_TEMPLATE,
-    scoring: ScoringMode = O_SCORING,
-    max_new_tokens: int = O_MAX_NEW_TOKENS,
-    keep_overlap: bool = O_KEEP_OVERLAP,
-    cache: Path = O_CACHE,
-    no_cache: bool = O_NO_CACHE,
+    backend: LLMOptions = group(),
+    ev: EvalOptions = group(),
     out_path: Path = typer.Option(
         None, "--out", help="Write the chosen prompt (instruction, demos in order) as JSON here."
     ),
 ) -> None:
     """Choose k ordered demonstrations with one selection method and print them."""
     from iclopt.api import select as run_select
-    from iclopt.prompts import Template
-    from iclopt.results import write_json_atomic
+    from iclopt.artifacts import write_json_atomic
     from iclopt.selectors import SELECTORS
 
     quiet_libraries()
@@ -105,48 +61,25 @@ def select(
             f"method {method!r} picks demonstrations per query and cannot give one fixed "
             "prompt; pass --query"
         )
-    the_task = build_task(
-        task,
-        pool,
-        val,
-        test,
-        data,
-        input_col,
-        output_col,
-        pool_size,
-        val_size,
-        test_size,
-        split_seed,
-        labels,
-        metric,
-        k,
-        keep_overlap=keep_overlap,
-    )
-    tmpl = Template(style=template.value)
+    the_task = build_task(source, k=k)
+    tmpl = ev.make_template()
     with err.status(f"selecting with {method} ..."):
         prompt = run_select(
             the_task,
             method,
             k=k,
-            llm=load_llm(
-                model,
-                base_url=base_url,
-                api_key_env=api_key_env,
-                concurrency=concurrency,
-                timeout=timeout,
-                max_retries=max_retries,
-            ),
+            llm=load_llm(**backend.as_kwargs()),
             seed=seed,
             query=query,
             budget=budget,
             template=tmpl,
-            scoring=scoring.value,
-            max_new_tokens=max_new_tokens,
-            cache=cache_arg(cache, no_cache),
+            scoring=ev.scoring.value,
+            max_new_tokens=ev.max_new_tokens,
+            cache=ev.cache_arg(),
         )
     demos = [the_task.pool[i] for i in prompt.demos]
     out.print(demo_table(f"{method} for {the_task.name}", prompt.demos, demos))
-    if query is not None and template == TemplateStyle.completion:
+    if query is not None and tmpl.style == TemplateStyle.completion.value:
         out.print(tmpl.render_text(prompt.instruction, demos, query), highlight=False, markup=False)
     if out_path is not None:
         write_json_atomic(

@@ -9,11 +9,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
+from iclopt.artifacts import staged_folder
 from iclopt.errors import MissingDependencyError
 from iclopt.llms.export import plain_hf_model
 from iclopt.llms.files import file_digest
@@ -56,17 +55,12 @@ def _converted_smollm2(pkg: Path, digest: str) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     src = HFModel(str(pkg), gguf_file=SMOLLM2_GGUF).load()
     model, tok = plain_hf_model(src.hf_model), src.tokenizer
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}-{time.time_ns()}")
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
+        # keep_existing: another process that converted it first wins the race
+        with staged_folder(target, keep_existing=True) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         logger.warning("could not cache the converted model (%s); loading the GGUF", exc)
         return pkg
     return target

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
+from iclopt.artifacts import staged_folder
 from iclopt.errors import InputDataError
 from iclopt.llms.hf import HFModel
 
@@ -72,18 +71,11 @@ def export_model(name: str, target: str | os.PathLike[str]) -> Path:
         raise InputDataError(f"{name!r} is not a local transformers model; nothing to export")
     llm.load()
     model = plain_hf_model(llm.hf_model)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}-{time.time_ns()}")
     try:
-        model.save_pretrained(tmp)
-        llm.tokenizer.save_pretrained(tmp)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        tmp.rename(out)
+        with staged_folder(out) as tmp:  # an empty folder at out (checked above) is replaced
+            model.save_pretrained(tmp)
+            llm.tokenizer.save_pretrained(tmp)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise InputDataError(f"{out}: cannot write the exported model ({exc.strerror})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("exported %s to %s", llm.identity, out)
     return out

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 from iclopt.artifacts import write_files
 from iclopt.errors import InputDataError
 from iclopt.reports._page import figure_png, h, img_tag, md, page, plt
+from iclopt.reports.attribution import Source, as_doc
 
 if TYPE_CHECKING:  # pragma: no cover
-    from iclopt.attribution.base import Attribution
     from iclopt.results import OptimizationResult
 
 __all__ = [
@@ -87,7 +87,7 @@ def load_comparison(path: str | os.PathLike[str]) -> dict[str, Any]:
 def check_inputs(
     result: OptimizationResult,
     comparison: dict[str, Any] | None = None,
-    attribution: Attribution | None = None,
+    attribution: Source | None = None,
     *,
     comparison_path: str | os.PathLike[str] = "the comparison",
     attribution_path: str | os.PathLike[str] = "the attribution",
@@ -103,14 +103,15 @@ def check_inputs(
             f"result's task {result.task!r}"
         )
     if attribution is not None:
-        if result.task and attribution.task and attribution.task != result.task:
+        doc = as_doc(attribution)
+        if result.task and doc.task and doc.task != result.task:
             raise InputDataError(
-                f"{attribution_path}: an attribution on task {attribution.task!r}, not on the "
+                f"{attribution_path}: an attribution on task {doc.task!r}, not on the "
                 f"result's task {result.task!r}"
             )
-        if tuple(attribution.prompt.demos) != tuple(result.best.demos):
+        if tuple(doc.pool_ids) != tuple(result.best.demos):
             raise InputDataError(
-                f"{attribution_path}: attributes the prompt {list(attribution.prompt.demos)}, "
+                f"{attribution_path}: attributes the prompt {list(doc.pool_ids)}, "
                 f"not the result's final prompt {list(result.best.demos)}"
             )
 
@@ -409,11 +410,12 @@ _COST_KEYS = (
 
 
 def _cost_rows(
-    result: OptimizationResult, attribution: Attribution | None
+    result: OptimizationResult, attribution: Source | None
 ) -> list[tuple[str, dict[str, Any]]]:
     rows = [("search (validation)", dict(result.cost)), ("test set", dict(result.test_cost))]
     if attribution is not None:
-        rows.append((f"attribution ({attribution.method})", attribution.cost.as_dict()))
+        doc = as_doc(attribution)
+        rows.append((f"attribution ({doc.method})", dict(doc.cost)))
     total: dict[str, Any] = {}
     for _, c in rows:
         for k, _title in _COST_KEYS:
@@ -457,7 +459,7 @@ class _Parts:
 def _parts(
     result: OptimizationResult,
     comparison: dict[str, Any] | None,
-    attribution: Attribution | None,
+    attribution: Source | None,
 ) -> _Parts:
     from iclopt.reports.attribution import _png as attribution_png
 
@@ -495,7 +497,7 @@ def html_run_report(
     result: OptimizationResult,
     *,
     comparison: dict[str, Any] | None = None,
-    attribution: Attribution | None = None,
+    attribution: Source | None = None,
 ) -> str:
     """The run report as one self-contained HTML page (figures inlined, no fetches)."""
     from iclopt.reports.attribution import html_section
@@ -578,7 +580,7 @@ def markdown_run_report(
     result: OptimizationResult,
     *,
     comparison: dict[str, Any] | None = None,
-    attribution: Attribution | None = None,
+    attribution: Source | None = None,
     image_stem: str = "report",
 ) -> tuple[str, dict[str, bytes]]:
     """The run report as Markdown, and its figures by file name (``STEM.NAME.png``)."""
@@ -655,7 +657,7 @@ def write_run_report(
     out: str | os.PathLike[str],
     *,
     comparison: dict[str, Any] | None = None,
-    attribution: Attribution | None = None,
+    attribution: Source | None = None,
 ) -> list[Path]:
     """Write the report to ``out``: HTML, or Markdown (plus PNGs beside it) for ``.md``.
 
