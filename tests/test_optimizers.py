@@ -417,3 +417,184 @@ def test_race_finds_the_mislabeled_pool_items_and_leaves_them_out():
     assert hits >= 0.8 * sum(len(f) for f in flagged) and hits >= 0.5 * 30 * len(seeds)
     assert all(not why["mislabeled"] for *_, why in off)
     assert sum(b for _, _, b, _ in on) < sum(b for _, _, b, _ in off), (on, off)
+
+
+# What the hand-written config() of each optimizer returned before config() was read from
+# the signature (saved results and study fingerprints depend on it).
+_NON_DEFAULT = {
+    "best-of-n": dict(k=np.int64(2), seed=3, instructions=("a", "b")),
+    "race": dict(
+        k=3,
+        seed=2,
+        instructions=("a", None),
+        explore=0.3,
+        final=0.5,
+        chunk=np.int64(4),
+        pool_queries=False,
+        pool_weight=1,
+        replace_share=0.0,
+        n_finalists=3,
+        mislabel_quantile=0.1,
+        prior={"demo": 0.2},
+    ),
+    "neural": dict(
+        k=2,
+        seed=7,
+        instructions=["x"],
+        n_init=3,
+        embedder="some/model",
+        n_components=4,
+        n_members=2,
+        hidden=8,
+        steps=5,
+        weight_decay=0.0,
+        n_random=0,
+        n_ot_draw=10,
+        n_ot_keep=5,
+        n_incumbents=1,
+        n_local=0,
+        rescore=0.0,
+        n_rescore=2,
+    ),
+    "ease": dict(
+        k=2,
+        seed=1,
+        n_init=4,
+        embedder=FakeEmbedder(),
+        hidden=10,
+        depth=2,
+        lam=0.5,
+        nu=1.0,
+        lr=0.01,
+        steps=3,
+        n_random=10,
+        n_keep=2,
+        n_batches=2,
+    ),
+    "gp": dict(
+        k=4,
+        seed=0,
+        n_init=2,
+        n_components=3,
+        n_random=5,
+        n_ot_draw=6,
+        n_ot_keep=2,
+        n_incumbents=1,
+        n_local=7,
+        fit_maxiter=9,
+    ),
+    "tpe": dict(k=1, seed=5, n_init=2, max_retries=3, n_ei_candidates=5),
+}
+_MODEL = {"n_init": None, "embedder": None}
+_EXPECTED_CONFIG = {
+    "best-of-n": {"k": 2, "seed": 3, "instructions": ["a", "b"]},
+    "race": {
+        "k": 3,
+        "seed": 2,
+        "instructions": ["a", None],
+        "explore": 0.3,
+        "final": 0.5,
+        "chunk": 4,
+        "pool_queries": False,
+        "pool_weight": 1,
+        "replace_share": 0.0,
+        "n_finalists": 3,
+        "mislabel_quantile": 0.1,
+        "prior": {"demo": 0.2},
+    },
+    "neural": {
+        "k": 2,
+        "seed": 7,
+        "instructions": ["x"],
+        "n_init": 3,
+        "embedder": "some/model",
+        "n_components": 4,
+        "n_members": 2,
+        "hidden": 8,
+        "steps": 5,
+        "weight_decay": 0.0,
+        "n_random": 0,
+        "n_ot_draw": 10,
+        "n_ot_keep": 5,
+        "n_incumbents": 1,
+        "n_local": 0,
+        "rescore": 0.0,
+        "n_rescore": 2,
+    },
+    "ease": {
+        "k": 2,
+        "seed": 1,
+        "instructions": [None],
+        "n_init": 4,
+        "embedder": "no-model",
+        "hidden": 10,
+        "depth": 2,
+        "lam": 0.5,
+        "nu": 1.0,
+        "lr": 0.01,
+        "steps": 3,
+        "n_random": 10,
+        "n_keep": 2,
+        "n_batches": 2,
+    },
+    "gp": {
+        "k": 4,
+        "seed": 0,
+        "instructions": [None],
+        "n_init": 2,
+        "embedder": None,
+        "n_components": 3,
+        "n_random": 5,
+        "n_ot_draw": 6,
+        "n_ot_keep": 2,
+        "n_incumbents": 1,
+        "n_local": 7,
+        "fit_maxiter": 9,
+    },
+    "tpe": {
+        "k": 1,
+        "seed": 5,
+        "instructions": [None],
+        "n_init": 2,
+        "embedder": None,
+        "max_retries": 3,
+        "n_ei_candidates": 5,
+    },
+}
+_DEFAULT_CONFIG = {
+    "best-of-n": {"k": 5, "seed": None, "instructions": [None]},
+    "race": {
+        "k": 5,
+        "seed": None,
+        "instructions": [None],
+        "explore": 0.4,
+        "final": 0.4,
+        "chunk": 16,
+        "pool_queries": True,
+        "pool_weight": 0.5,
+        "replace_share": 0.25,
+        "n_finalists": 8,
+        "mislabel_quantile": None,
+        "prior": None,
+    },
+    "tpe": {
+        "k": 5,
+        "seed": None,
+        "instructions": [None],
+        **_MODEL,
+        "max_retries": 20,
+        "n_ei_candidates": 24,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_config_is_read_from_the_signature_in_its_json_form(name):
+    cls = OPTIMIZERS.get(name)
+    cfg = cls(**_NON_DEFAULT[name]).config()
+    assert json.dumps(cfg) == json.dumps(_EXPECTED_CONFIG[name])  # same keys, order, types
+    default = cls().config()
+    assert list(default) == list(_EXPECTED_CONFIG[name])
+    if name in _DEFAULT_CONFIG:
+        assert json.dumps(default) == json.dumps(_DEFAULT_CONFIG[name])
+    assert "config" not in vars(cls), "config() is written once, in Optimizer"

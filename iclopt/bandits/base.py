@@ -27,6 +27,7 @@ import numpy as np
 
 from iclopt.data import Task
 from iclopt.errors import IcloptError, InputDataError
+from iclopt.params import Interval, check_parameters, json_parameter, parameter_names
 from iclopt.prompts import Prompt
 from iclopt.registry import Registry
 
@@ -103,8 +104,11 @@ class Trial:
 class Optimizer(ABC):
     """Searches (instruction, ordered demonstrations) prompts by ask/tell.
 
-    ``__init__`` only stores its keyword arguments; :meth:`setup` validates them against
-    the task and creates fitted state (attributes ending in ``_``).
+    ``__init__`` only stores its keyword arguments, under their own names: :meth:`config`
+    reads them from the signature. A subclass declares the constraints of its own
+    parameters in ``_parameter_constraints`` (merged with its bases'; see
+    :mod:`iclopt.params`); :meth:`setup` checks them all, then validates the parameters
+    against the task and creates fitted state (attributes ending in ``_``).
 
     Args:
         k: Number of demonstrations per prompt.
@@ -116,6 +120,8 @@ class Optimizer(ABC):
     #: Whether trials score prompts on parts of the validation set (racing methods); a
     #: shared study cannot hold those yet.
     partial_evaluations: ClassVar[bool] = False
+    #: Parameter name -> the constraints its value may satisfy (any one of them).
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"k": [Interval(int, 1, None)]}
 
     def __init__(
         self,
@@ -143,10 +149,7 @@ class Optimizer(ABC):
         """
         name = type(self).__name__
         n = len(task.pool)
-        if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
-            raise InputDataError(
-                f"The 'k' parameter of {name} must be an int in [1, inf). Got {self.k!r} instead."
-            )
+        self._check_parameters()
         if self.k > n:
             raise InputDataError(f"k={self.k} is larger than the pool of task {task.name!r} ({n})")
         if not self.instructions:
@@ -241,11 +244,26 @@ class Optimizer(ABC):
         return prompt, why
 
     def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON form), recorded in results.
+        """Constructor arguments (JSON form), recorded in results; read from the signature.
 
         ``type(self).from_config(self.config())`` builds an equivalent optimizer.
         """
-        return {"k": int(self.k), "seed": self.seed, "instructions": list(self.instructions)}
+        return {
+            name: self._config_value(name, getattr(self, name))
+            for name in parameter_names(type(self))
+        }
+
+    def _config_value(self, name: str, value: Any) -> Any:
+        """The JSON form of one constructor argument (a subclass names its objects)."""
+        return json_parameter(value)
+
+    @classmethod
+    def parameter_constraints(cls) -> dict[str, list[Any]]:
+        """Every declared constraint: the class's own and its bases' (a subclass wins)."""
+        merged: dict[str, list[Any]] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("_parameter_constraints", {}))
+        return merged
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **objects: Any) -> Optimizer:
@@ -259,6 +277,15 @@ class Optimizer(ABC):
         return cls(**kwargs)
 
     # ------------------------------------------------------------------ helpers
+    def _check_parameters(self) -> None:
+        """Check the declared constraints (one message format for every optimizer)."""
+        names = parameter_names(type(self))
+        check_parameters(
+            type(self).__name__,
+            self.parameter_constraints(),
+            {name: getattr(self, name) for name in names},
+        )
+
     def _check_setup(self) -> None:
         if not hasattr(self, "task_"):
             raise InputDataError(f"{type(self).__name__} must be setup(task) before use")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from iclopt.bandits.base import Trial, register_optimizer
 from iclopt.bandits.model_based import ModelBasedOptimizer, torch_seed
 from iclopt.embedders.base import Embedder
-from iclopt.errors import InputDataError, MissingDependencyError
+from iclopt.errors import MissingDependencyError
+from iclopt.params import Interval
 
 __all__ = ["EASE"]
 
@@ -134,6 +135,14 @@ class EASE(ModelBasedOptimizer):
         'ot'
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **{
+            p: [Interval(int, 1, None)]
+            for p in ("hidden", "depth", "steps", "n_random", "n_keep", "n_batches")
+        },
+        **{p: [Interval(float, 0, None, closed="neither")] for p in ("lam", "nu", "lr")},
+    }
+
     def __init__(
         self,
         *,
@@ -165,39 +174,10 @@ class EASE(ModelBasedOptimizer):
         self.n_keep = n_keep
         self.n_batches = n_batches
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON form)."""
-        return {
-            **super().config(),
-            "hidden": self.hidden,
-            "depth": self.depth,
-            "lam": self.lam,
-            "nu": self.nu,
-            "lr": self.lr,
-            "steps": self.steps,
-            "n_random": self.n_random,
-            "n_keep": self.n_keep,
-            "n_batches": self.n_batches,
-        }
-
     def setup(
         self, task: Any, *, budget: int | None = None, query_budget: int | None = None
     ) -> None:
         """Validate, embed, and build the network with its fixed initial weights."""
-        for pname in ("hidden", "depth", "steps", "n_random", "n_keep", "n_batches"):
-            v = getattr(self, pname)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise InputDataError(
-                    f"The {pname!r} parameter of EASE must be an int in [1, inf). "
-                    f"Got {v!r} instead."
-                )
-        for pname in ("lam", "nu", "lr"):
-            v = getattr(self, pname)
-            if not isinstance(v, (int, float)) or not v > 0:
-                raise InputDataError(
-                    f"The {pname!r} parameter of EASE must be a float in (0, inf). "
-                    f"Got {v!r} instead."
-                )
         try:
             import torch  # noqa: F401
         except ImportError:  # pragma: no cover

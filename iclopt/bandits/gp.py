@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from iclopt.bandits.base import Trial, register_optimizer
 from iclopt.bandits.model_based import ModelBasedOptimizer, SlotPCA, torch_seed
 from iclopt.embedders.base import Embedder
-from iclopt.errors import InputDataError, MissingDependencyError
+from iclopt.errors import MissingDependencyError
+from iclopt.params import Interval
 from iclopt.prompts import Prompt
 
 __all__ = ["GPBandit"]
@@ -77,6 +78,10 @@ class GPBandit(ModelBasedOptimizer):
 
     requires = (("torch", "torch"), ("botorch", "'iclopt[opt]'"))
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_components": [Interval(int, 1, None)]
+    }
+
     def __init__(
         self,
         *,
@@ -104,30 +109,11 @@ class GPBandit(ModelBasedOptimizer):
         self.n_local = n_local
         self.fit_maxiter = fit_maxiter
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON form)."""
-        return {
-            **super().config(),
-            "n_components": self.n_components,
-            "n_random": self.n_random,
-            "n_ot_draw": self.n_ot_draw,
-            "n_ot_keep": self.n_ot_keep,
-            "n_incumbents": self.n_incumbents,
-            "n_local": self.n_local,
-            "fit_maxiter": self.fit_maxiter,
-        }
-
     def setup(
         self, task: Any, *, budget: int | None = None, query_budget: int | None = None
     ) -> None:
         """Validate, embed the pool and fit the PCA of the slot features."""
         _import_botorch()
-        v = self.n_components
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise InputDataError(
-                f"The 'n_components' parameter of GPBandit must be an int in [1, inf). "
-                f"Got {v!r} instead."
-            )
         super().setup(task, budget=budget, query_budget=query_budget)
         self.slots_ = SlotPCA(self.embedder_, int(self.n_components), self.instructions).fit(task)
         z = self.slots_.pool_z_

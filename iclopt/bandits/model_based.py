@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from iclopt.bandits.candidates import (
 from iclopt.data import Task
 from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError, MissingDependencyError
+from iclopt.params import Interval
 from iclopt.prompts import Prompt
 
 __all__ = [
@@ -184,6 +185,9 @@ class ModelBasedOptimizer(Optimizer):
             ``None`` for the offline all-MiniLM-L6-v2).
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_init": [Interval(int, 1, None), None]
+    }
     #: Whether :meth:`setup` needs the embedder (for features or the OT filter).
     uses_embedder = True
     #: Optional packages the method needs: (import name, pip hint).
@@ -225,13 +229,9 @@ class ModelBasedOptimizer(Optimizer):
         self.n_init = n_init
         self.embedder = embedder
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON form); the embedder by name."""
-        return {
-            **super().config(),
-            "n_init": self.n_init,
-            "embedder": embedder_config(self.embedder),
-        }
+    def _config_value(self, name: str, value: Any) -> Any:
+        """The embedder by name; the other arguments as the base class writes them."""
+        return embedder_config(value) if name == "embedder" else super()._config_value(name, value)
 
     def setup(
         self, task: Task, *, budget: int | None = None, query_budget: int | None = None
@@ -244,15 +244,6 @@ class ModelBasedOptimizer(Optimizer):
         """
         super().setup(task, budget=budget, query_budget=query_budget)
         name = type(self).__name__
-        if self.n_init is not None and (
-            not isinstance(self.n_init, (int, np.integer))
-            or isinstance(self.n_init, bool)
-            or self.n_init < 1
-        ):
-            raise InputDataError(
-                f"The 'n_init' parameter of {name} must be an int in [1, inf) or None. "
-                f"Got {self.n_init!r} instead."
-            )
         n_init = default_n_init(budget) if self.n_init is None else int(self.n_init)
         if budget is not None and budget < n_init:
             raise InputDataError(

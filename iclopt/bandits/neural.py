@@ -6,14 +6,14 @@ With OT-filtered and local-move candidates and a noise-aware final choice.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from iclopt.bandits.base import Trial, register_optimizer
 from iclopt.bandits.model_based import ModelBasedOptimizer, SlotPCA, torch_seed
 from iclopt.embedders.base import Embedder
-from iclopt.errors import InputDataError
+from iclopt.params import Interval
 from iclopt.prompts import Prompt
 
 __all__ = ["NeuralBandit"]
@@ -120,6 +120,18 @@ class NeuralBandit(ModelBasedOptimizer):
         'rescore'
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **{
+            p: [Interval(int, 1, None)]
+            for p in ("n_components", "n_members", "hidden", "steps", "n_rescore")
+        },
+        **{
+            p: [Interval(int, 0, None)]
+            for p in ("n_random", "n_ot_draw", "n_ot_keep", "n_incumbents", "n_local")
+        },
+        "rescore": [Interval(float, 0, 1, closed="left")],
+    }
+
     def __init__(
         self,
         *,
@@ -157,47 +169,10 @@ class NeuralBandit(ModelBasedOptimizer):
         self.rescore = rescore
         self.n_rescore = n_rescore
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON form)."""
-        return {
-            **super().config(),
-            "n_components": self.n_components,
-            "n_members": self.n_members,
-            "hidden": self.hidden,
-            "steps": self.steps,
-            "weight_decay": self.weight_decay,
-            "n_random": self.n_random,
-            "n_ot_draw": self.n_ot_draw,
-            "n_ot_keep": self.n_ot_keep,
-            "n_incumbents": self.n_incumbents,
-            "n_local": self.n_local,
-            "rescore": self.rescore,
-            "n_rescore": self.n_rescore,
-        }
-
     def setup(
         self, task: Any, *, budget: int | None = None, query_budget: int | None = None
     ) -> None:
         """Validate, embed the pool once, and plan the re-scoring phase."""
-        for pname in ("n_components", "n_members", "hidden", "steps", "n_rescore"):
-            v = getattr(self, pname)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise InputDataError(
-                    f"The {pname!r} parameter of NeuralBandit must be an int in [1, inf). "
-                    f"Got {v!r} instead."
-                )
-        for pname in ("n_random", "n_ot_draw", "n_ot_keep", "n_incumbents", "n_local"):
-            v = getattr(self, pname)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-                raise InputDataError(
-                    f"The {pname!r} parameter of NeuralBandit must be an int in [0, inf). "
-                    f"Got {v!r} instead."
-                )
-        if not isinstance(self.rescore, (int, float)) or not 0 <= self.rescore < 1:
-            raise InputDataError(
-                f"The 'rescore' parameter of NeuralBandit must be a float in [0, 1). "
-                f"Got {self.rescore!r} instead."
-            )
         super().setup(task, budget=budget, query_budget=query_budget)
         self.features_ = SlotPCA(self.embedder_, int(self.n_components), self.instructions)
         self.features_.fit(task)

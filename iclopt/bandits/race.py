@@ -44,25 +44,10 @@ from iclopt.bandits.additive import AdditiveModel, Posterior
 from iclopt.bandits.base import Optimizer, SearchSpaceExhausted, Trial, register_optimizer
 from iclopt.data import Task
 from iclopt.errors import InputDataError
+from iclopt.params import Interval
 from iclopt.prompts import Prompt
 
 __all__ = ["RacingOptimizer"]
-
-
-def _fraction(name: str, value: Any, cls: str, *, low: float = 0.0, high: float = 1.0) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise InputDataError(
-            f"The {name!r} parameter of {cls} must be a float in [{low}, {high}]. "
-            f"Got {value!r} instead."
-        )
-
-
-def _count(name: str, value: Any, cls: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise InputDataError(
-            f"The {name!r} parameter of {cls} must be an int in [{low}, inf). "
-            f"Got {value!r} instead."
-        )
 
 
 @register_optimizer("race")
@@ -108,6 +93,15 @@ class RacingOptimizer(Optimizer):
 
     #: Trials score prompts on parts of the validation set and on pool queries.
     partial_evaluations: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "explore": [Interval(float, 0.0, 1.0)],
+        "final": [Interval(float, 0.0, 1.0)],
+        "pool_weight": [Interval(float, 0.0, 1.0)],
+        "replace_share": [Interval(float, 0.0, 1.0)],
+        "chunk": [Interval(int, 2, None)],
+        "n_finalists": [Interval(int, 1, None)],
+        "mislabel_quantile": [Interval(float, 0.0, 1.0), None],
+    }
 
     def __init__(
         self,
@@ -136,21 +130,6 @@ class RacingOptimizer(Optimizer):
         self.mislabel_quantile = mislabel_quantile
         self.prior = prior
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON form)."""
-        return {
-            **super().config(),
-            "explore": self.explore,
-            "final": self.final,
-            "chunk": int(self.chunk),
-            "pool_queries": bool(self.pool_queries),
-            "pool_weight": self.pool_weight,
-            "replace_share": self.replace_share,
-            "n_finalists": int(self.n_finalists),
-            "mislabel_quantile": self.mislabel_quantile,
-            "prior": None if self.prior is None else dict(self.prior),
-        }
-
     # ------------------------------------------------------------------ setup
     def setup(
         self, task: Task, *, budget: int | None = None, query_budget: int | None = None
@@ -162,19 +141,11 @@ class RacingOptimizer(Optimizer):
 
         super().setup(task, budget=budget, query_budget=query_budget)
         name = type(self).__name__
-        _fraction("explore", self.explore, name)
-        _fraction("final", self.final, name)
-        _fraction("pool_weight", self.pool_weight, name)
-        _fraction("replace_share", self.replace_share, name)
         if self.explore + self.final > 1.0:
             raise InputDataError(
                 f"explore + final of {name} must be at most 1. "
                 f"Got {self.explore} + {self.final} instead."
             )
-        _count("chunk", self.chunk, name, 2)
-        _count("n_finalists", self.n_finalists, name, 1)
-        if self.mislabel_quantile is not None:
-            _fraction("mislabel_quantile", self.mislabel_quantile, name)
         if not task.val:
             raise InputDataError(f"{name} needs validation queries; task {task.name!r} has none")
         total = self.query_budget_ if self.query_budget_ is not None else 60 * len(task.val)

@@ -113,14 +113,6 @@ class TPEBandit(ModelBasedOptimizer):
         self.max_retries = max_retries
         self.n_ei_candidates = n_ei_candidates
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON form)."""
-        return {
-            **super().config(),
-            "max_retries": self.max_retries,
-            "n_ei_candidates": self.n_ei_candidates,
-        }
-
     def setup(
         self, task: Any, *, budget: int | None = None, query_budget: int | None = None
     ) -> None:
