@@ -102,9 +102,11 @@ def test_missing_encoder_package_is_one_line(tmp_path, monkeypatch):
 
 
 def test_methods_lists_every_optimizer_with_one_line():
-    from iclopt.bandits import DESCRIPTIONS, OPTIMIZERS
+    from iclopt.bandits import OPTIMIZERS
 
     text = runner.invoke(app, ["methods"]).stdout
     for name in OPTIMIZERS.names():
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(name + " "))
-        assert DESCRIPTIONS[name] in line
+        description = OPTIMIZERS.get(name).description
+        assert description and description in line
+        assert description == OPTIMIZERS.get(name).__doc__.splitlines()[0].rstrip(".")

@@ -38,20 +38,9 @@ DEFAULT_METHOD = "race"
 #: scores partial evaluations, which a shared study cannot hold yet.
 DEFAULT_SHARED_METHOD = "best-of-n"
 
-#: One line per optimizer, for ``iclopt methods``.
-DESCRIPTIONS = {
-    "best-of-n": "random ordered k-tuples, keep the best validation score (baseline)",
-    "ease": "EASE (Wu et al. 2024): NeuralUCB on encoded ordered prompts, OT filter",
-    "neural": "ensemble Thompson sampling on slot features, local moves, re-scoring",
-    "gp": "BoTorch SingleTaskGP + LogEI on PCA slot features",
-    "tpe": "Optuna multivariate TPE over k categorical slots (MIPROv2-style)",
-    "race": "racing over queries: additive model of demos/slots, Thompson sampling, halving",
-}
-
 __all__ = [
     "DEFAULT_METHOD",
     "DEFAULT_SHARED_METHOD",
-    "DESCRIPTIONS",
     "EASE",
     "OPTIMIZERS",
     "GPBandit",

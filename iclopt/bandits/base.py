@@ -44,8 +44,21 @@ OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer")
 
 
 def register_optimizer(name: str) -> Any:
-    """Class decorator registering an optimizer under ``name``."""
-    return OPTIMIZERS.register(name)
+    """Class decorator registering an optimizer under ``name``.
+
+    It also sets the class's :attr:`~Optimizer.description` (the line ``iclopt methods``
+    prints): the first line of its docstring, without the final period.
+    """
+    register = OPTIMIZERS.register(name)
+
+    def deco(cls: type[Optimizer]) -> type[Optimizer]:
+        summary = (cls.__doc__ or "").strip().splitlines()
+        if not summary or not summary[0].strip():
+            raise TypeError(f"optimizer {name!r} needs a docstring: its first line describes it")
+        cls.description = summary[0].strip().removesuffix(".")
+        return register(cls)
+
+    return deco
 
 
 class SearchSpaceExhausted(IcloptError):
@@ -120,6 +133,8 @@ class Optimizer(ABC):
     #: Whether trials score prompts on parts of the validation set (racing methods); a
     #: shared study cannot hold those yet.
     partial_evaluations: ClassVar[bool] = False
+    #: One line for ``iclopt methods``, set by :func:`register_optimizer` from the docstring.
+    description: ClassVar[str] = ""
     #: Parameter name -> the constraints its value may satisfy (any one of them).
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"k": [Interval(int, 1, None)]}
 

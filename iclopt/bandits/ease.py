@@ -54,7 +54,7 @@ def per_sample_grads(net: Any, x: Any) -> Any:
 
 @register_optimizer("ease")
 class EASE(ModelBasedOptimizer):
-    """EASE: NeuralUCB over embedded ordered prompts, OT-filtered candidates.
+    """EASE (Wu et al. 2024): NeuralUCB on encoded ordered prompts, OT filter.
 
     Wu et al., "Prompt Optimization with EASE? Efficient Ordering-aware Automated
     Selection of Exemplars", NeurIPS 2024, following the public reference code

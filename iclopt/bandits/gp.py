@@ -30,8 +30,9 @@ def _import_botorch() -> Any:
 
 @register_optimizer("gp")
 class GPBandit(ModelBasedOptimizer):
-    """GP Bayesian optimization of the ordered exemplar sequence, on BoTorch.
+    """BoTorch SingleTaskGP + LogEI on PCA slot features.
 
+    GP Bayesian optimization of the ordered exemplar sequence, on BoTorch.
     Snoek et al., NeurIPS 2012; BoTorch: Balandat et al., NeurIPS 2020.
 
     Features: :class:`~iclopt.bandits.model_based.SlotPCA` (the pool's slot embeddings

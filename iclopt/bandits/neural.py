@@ -57,7 +57,9 @@ def _Ensemble(e: int, d: int, h: int) -> Any:
 
 @register_optimizer("neural")
 class NeuralBandit(ModelBasedOptimizer):
-    """A neural bandit built to beat EASE at the same budget.
+    """ensemble Thompson sampling on slot features, local moves, re-scoring.
+
+    A neural bandit built to beat EASE at the same budget.
 
     It keeps EASE's frame (Wu et al., NeurIPS 2024: a neural surrogate over embeddings of
     ORDERED exemplar sequences, OT-filtered candidates) and changes what the design guide

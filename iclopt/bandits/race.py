@@ -52,8 +52,9 @@ __all__ = ["RacingOptimizer"]
 
 @register_optimizer("race")
 class RacingOptimizer(Optimizer):
-    """Racing over queries, guided by an additive Thompson-sampled model of demonstrations.
+    """racing over queries: additive model of demos/slots, Thompson sampling, halving.
 
+    Racing over queries, guided by an additive Thompson-sampled model of demonstrations.
     Budgets are in query scorings (``query_budget`` of :meth:`setup`, which the search
     loop derives from its call cap): every trial scores one prompt on a few queries.
 

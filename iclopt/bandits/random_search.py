@@ -15,7 +15,7 @@ _ENUMERATE_BELOW = 200_000
 
 @register_optimizer("best-of-n")
 class RandomSearch(Optimizer):
-    """Evaluate random ordered k-tuples (and random instructions); keep the best.
+    """random ordered k-tuples, keep the best validation score (baseline).
 
     Each suggestion draws k distinct pool ids in random order and one instruction
     uniformly; prompts already suggested are redrawn, so a budget of N evaluations sees N

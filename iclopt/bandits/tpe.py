@@ -53,7 +53,7 @@ def _quiet_optuna() -> Iterator[None]:
 
 @register_optimizer("tpe")
 class TPEBandit(ModelBasedOptimizer):
-    """Multivariate TPE over k categorical slots, through Optuna's ask/tell.
+    """Optuna multivariate TPE over k categorical slots (MIPROv2-style).
 
     Bergstra et al., NeurIPS 2011; Falkner et al., ICML 2018 (multivariate TPE). Optuna's
     ``TPESampler(multivariate=True)`` with ``Study.ask`` / ``Study.tell``.

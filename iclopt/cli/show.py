@@ -102,7 +102,7 @@ def tasks() -> None:
 @app.command()
 def methods() -> None:
     """List search methods, models and metrics by name."""
-    from iclopt.bandits import DEFAULT_METHOD, DESCRIPTIONS, OPTIMIZERS
+    from iclopt.bandits import DEFAULT_METHOD, OPTIMIZERS
     from iclopt.llms import LLMS
     from iclopt.metrics import METRICS
     from iclopt.selectors import SELECTORS
@@ -111,7 +111,9 @@ def methods() -> None:
     for name in OPTIMIZERS.names():
         mark = " (default)" if name == DEFAULT_METHOD else ""
         out.print(
-            f"  {name:10s} {DESCRIPTIONS.get(name, '')}{mark}", highlight=False, soft_wrap=True
+            f"  {name:10s} {OPTIMIZERS.get(name).description}{mark}",
+            highlight=False,
+            soft_wrap=True,
         )
     from iclopt.scoring import SCORERS
 
