@@ -55,6 +55,16 @@ def _check_counters(name: str, before: dict[str, int], after: dict[str, int]) ->
     assert not down, f"{name}: counters {down} went down (they are cumulative)"
 
 
+def _check_requests(
+    name: str, before: dict[str, int], after: dict[str, int], n: int, what: str
+) -> None:
+    """Counters are cumulative ints and, where kept, count one request per prompt."""
+    _check_counters(name, before, after)
+    if "requests" in after:
+        got = after["requests"] - before.get("requests", 0)
+        assert got == n, f"{name}: counters() says {got} requests for {n} {what}"
+
+
 def check_llm(
     llm: LLM,
     *,
@@ -106,13 +116,7 @@ def check_llm(
     stop = ["\n"]
     before = llm.counters()
     first = llm.generate(prompts, max_new_tokens=4, stop=stop)
-    after = llm.counters()
-    _check_counters(name, before, after)
-    if "requests" in after:
-        got = after["requests"] - before.get("requests", 0)
-        assert got == len(prompts), (
-            f"{name}: counters() says {got} requests for {len(prompts)} prompts answered"
-        )
+    _check_requests(name, before, llm.counters(), len(prompts), "prompts answered")
     assert isinstance(first, list) and len(first) == len(prompts), (
         f"{name}: {len(first)} answers for {len(prompts)} prompts"
     )
@@ -154,13 +158,7 @@ def check_llm(
         assert llm.score([], []) == [], f"{name}: score([], []) is not []"
         before = llm.counters()
         lps = llm.score(prompts, conts)
-        after = llm.counters()
-        _check_counters(name, before, after)
-        if "requests" in after:
-            got = after["requests"] - before.get("requests", 0)
-            assert got == len(prompts), (
-                f"{name}: counters() says {got} requests for {len(prompts)} pairs scored"
-            )
+        _check_requests(name, before, llm.counters(), len(prompts), "pairs scored")
         assert len(lps) == len(prompts), f"{name}: {len(lps)} scores for {len(prompts)} pairs"
         assert all(isinstance(x, float) and math.isfinite(x) and x <= 1e-9 for x in lps), (
             f"{name}: scores {lps} are not finite log-probabilities <= 0"
