@@ -115,19 +115,21 @@ def load(spec: str) -> tuple[Any, list[Any]]:
     return task, [rest[i] for i in sorted(order)]
 
 
-def parse_method(spec: str) -> tuple[str, dict[str, Any], int]:
+def parse_method(spec: str) -> tuple[str, dict[str, Any], float]:
     """``name[@key=value...][@xN]`` -> (name, overrides, budget multiplier).
 
     Example:
         >>> parse_method("race@chunk=6@x5")
-        ('race', {'chunk': 6}, 5)
+        ('race', {'chunk': 6}, 5.0)
+        >>> parse_method("race@x0.2")
+        ('race', {}, 0.2)
     """
     name, *pairs = spec.split("@")
     kw: dict[str, Any] = {}
-    mult = 1
+    mult = 1.0
     for pair in pairs:
-        if pair.startswith("x") and pair[1:].isdigit():
-            mult = int(pair[1:])
+        if pair.startswith("x") and pair[1:].replace(".", "", 1).isdigit():
+            mult = float(pair[1:])
             continue
         key, _, value = pair.partition("=")
         kw[key] = json.loads(value)
@@ -156,7 +158,7 @@ def run_one(spec: str, method: str, seed: int, args: Any, ctx: dict[str, Any]) -
     opt = cls(**kwargs)
     probe = Evaluator(task, llm, cache=store)
     cpq = probe.calls_per_query()
-    evaluations = args.evaluations * mult
+    evaluations = max(1, round(args.evaluations * mult))
     cap = evaluations * len(task.val) * cpq
     races = cls.partial_evaluations
     budget = Budget(max_evaluations=None if races else evaluations, max_llm_calls=cap)

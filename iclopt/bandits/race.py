@@ -160,6 +160,7 @@ class RacingOptimizer(Optimizer):
         self.total_ = int(total)
         self.n_val_ = len(task.val)
         n_pool = len(task.pool)
+        self.final_budget_ = self._final_budget(n_pool)
         self.model_ = AdditiveModel(
             n_queries=self.n_val_ + n_pool,
             n_demos=n_pool,
@@ -180,6 +181,23 @@ class RacingOptimizer(Optimizer):
         self.final_round_ = 0
         self.final_queue_: list[Prompt] = []
         self.steps_ = 0
+
+    def _final_budget(self, n_pool: int) -> int:
+        """Query scorings for the halving: its share, capped at what its finalists can take.
+
+        A prompt can be scored on at most every validation query and every pool item not
+        in it. With ``n`` finalists halved until two are left and the same budget ``B``
+        per round, each of the last two is scored on about ``B (n - 1) / n`` queries on
+        top of its trial's; a share beyond the rounds' total ``B log2(n)`` could not be
+        spent on them, so the model-guided phase gets it instead.
+        """
+        share = int(self.total_ * self.final)
+        n = int(self.n_finalists)
+        if n < 2:
+            return share
+        free = self.n_val_ + (n_pool - int(self.k) if self.pool_queries else 0) - self.chunk_
+        rounds = int(np.ceil(np.log2(n)))
+        return min(share, int(rounds * max(0, free) * n / (n - 1)))
 
     # ------------------------------------------------------------------ queries
     def _pick_queries(self, prompt: Prompt, n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -356,7 +374,7 @@ class RacingOptimizer(Optimizer):
             raise SearchSpaceExhausted("the query budget is spent")
         self.steps_ += 1
         left = self.total_ - self.spent_
-        final_start = self.total_ * (1.0 - self.final)
+        final_start = self.total_ - self.final_budget_
         if self.spent_ < self.total_ * self.explore or not self.index_:
             trial = self._trial(self._random_prompt(), self.chunk_, {"source": "explore"})
         elif self.spent_ < final_start and left > self.chunk_:
@@ -401,26 +419,28 @@ class RacingOptimizer(Optimizer):
             self.final_round_ = 0
             self._plan_round()
         while not self.final_queue_:
+            if len(self.finalists_) <= 1:
+                return None  # one survivor: more queries on it would not change the answer
             self.final_round_ += 1
-            if len(self.finalists_) > 1:
-                ranked = self._ranked(self.finalists_)
-                self.finalists_ = ranked[: max(1, (len(ranked) + 1) // 2)]
-            self._plan_round()
-            if self.final_round_ > 64:
+            ranked = self._ranked(self.finalists_)
+            self.finalists_ = ranked[: max(1, (len(ranked) + 1) // 2)]
+            if len(self.finalists_) <= 1:
                 return None
+            self._plan_round()
         prompt = self.final_queue_.pop(0)
         trial = self._trial(
             prompt,
             self.round_size_,
             {"source": "halving", "round": self.final_round_, "survivors": len(self.finalists_)},
         )
-        if trial is None and self.final_queue_:
+        if trial is None:  # this one has no query left: the next one, or the next round
             return self._halving()
         return trial
 
     def _plan_round(self) -> None:
         left = self.total_ - self.spent_
-        rounds_left = max(1, int(np.ceil(np.log2(max(1, len(self.finalists_))))) + 1)
+        # the rounds down to two survivors; the last one gets what is left
+        rounds_left = max(1, int(np.ceil(np.log2(max(2, len(self.finalists_))))))
         per_round = max(1, left // rounds_left)
         self.round_size_ = max(1, per_round // max(1, len(self.finalists_)))
         self.final_queue_ = list(self.finalists_)
