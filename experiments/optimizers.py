@@ -120,7 +120,7 @@ def run_one(task_name: str, method: str, seed: int, args: Any, ctx: dict[str, An
     model_steps = [
         e.optimizer_seconds for e in trace if e.info.get("source") not in ("initial", "rescore")
     ]
-    llm_steps = [e.seconds for e in trace if e.llm_calls > 0]
+    llm_steps = [e.cost.seconds for e in trace if e.cost.llm_calls > 0]
     return {
         "task": task_name,
         "method": method,
@@ -143,8 +143,8 @@ def run_one(task_name: str, method: str, seed: int, args: Any, ctx: dict[str, An
         "llm_seconds_per_eval": float(np.mean(llm_steps)) if llm_steps else None,
         # every call the method needed, cache hits included: the first method in the list
         # no longer appears to pay for the shared initial design alone
-        "llm_calls": int(sum(e.llm_calls + e.cache_hits for e in trace)),
-        "llm_calls_missed": int(sum(e.llm_calls for e in trace)),
+        "llm_calls": int(sum(e.cost.calls for e in trace)),
+        "llm_calls_missed": int(sum(e.cost.llm_calls for e in trace)),
     }
 
 

@@ -168,7 +168,7 @@ def run_one(spec: str, method: str, seed: int, args: Any, ctx: dict[str, Any]) -
     spent = [0]
 
     def on_step(entry: Any, _ev: Any) -> None:
-        spent[0] += entry.calls
+        spent[0] += entry.cost.calls
         for frac, mark in zip(CHECKPOINTS, marks):
             if frac not in at and spent[0] >= mark:
                 at[frac] = (opt.recommend()[0], spent[0])
@@ -218,7 +218,7 @@ def run_one(spec: str, method: str, seed: int, args: Any, ctx: dict[str, Any]) -
                 "score": e.score,
                 "signal": e.signal,
                 "n": e.n_queries,
-                "calls": e.calls,
+                "calls": e.cost.calls,
                 "source": e.info.get("source"),
             }
             for e in trace

@@ -320,14 +320,14 @@ def optimize(
             )
         )
     start = time.perf_counter()
-    trace = run_search(optimizer, evaluator, search_budget, on_step=on_step, study=shared)
+    trace = run_search(optimizer, evaluator, search_budget, on_step=on_step, ledger=shared)
     search_budget.spent.seconds = time.perf_counter() - start
     if shared is not None:  # the cost of the whole study, every worker's
         search_budget.spent = Cost(
             evaluations=len(trace),
-            llm_calls=sum(e.llm_calls for e in trace),
-            prompt_tokens=sum(e.prompt_tokens for e in trace),
-            cache_hits=sum(e.cache_hits for e in trace),
+            llm_calls=sum(e.cost.llm_calls for e in trace),
+            prompt_tokens=sum(e.cost.prompt_tokens for e in trace),
+            cache_hits=sum(e.cost.cache_hits for e in trace),
             seconds=search_budget.spent.seconds,
         )
     if not trace:

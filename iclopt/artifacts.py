@@ -14,6 +14,7 @@ place whole, by :func:`staged_folder`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ from iclopt.errors import InputDataError
 
 __all__ = [
     "default_file_mode",
+    "json_safe",
     "json_text",
     "reading",
     "staged_folder",
@@ -40,6 +42,26 @@ def default_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as JSON can hold it: non-finite floats as ``None``, numpy values as Python's.
+
+    Tuples become lists and keys strings.
+
+    Example:
+        >>> json_safe({"a": float("nan"), 1: (2.5, float("inf"))})
+        {'a': None, '1': [2.5, None]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalars and arrays
+        return json_safe(value.tolist())
+    return value
 
 
 def json_text(obj: Any) -> str:

@@ -23,6 +23,7 @@ from iclopt.errors import InputDataError
 from iclopt.prompts import Prompt
 from iclopt.study import SharedStudy, check_storage, read_study
 from iclopt.testing import FakeEmbedder, FakeLLM
+from iclopt.trace import TraceEntry
 
 FAST = {
     "ease": {"steps": 30, "n_random": 200, "n_keep": 20, "n_init": 3},
@@ -188,7 +189,7 @@ def test_a_crashed_workers_trial_is_failed_and_its_prompt_freed(tmp_path):
     assert states["failed"] == 1 and states["running"] == 0
     again = survivor.reserve(Prompt(None, (7, 8, 9)), None, budget=4, attrs={"pool_size": 50})
     assert again.status == "admitted"  # the slot and the prompt are free again
-    survivor.complete(again.trial_id, 0.5, {})
+    survivor.complete(again.trial_id, TraceEntry(step=0, prompt=Prompt(None, (7, 8, 9)), score=0.5))
     assert survivor.reserve(Prompt(None, (1, 2, 3)), None, budget=4, attrs={"pool_size": 50}) == (
         type(r)("full")
     )

@@ -309,7 +309,7 @@ def _search(
                 if entry.on_val:
                     best[0] = max(best[0], entry.score)
                 src = entry.info.get("source") or ""
-                spent[0] += entry.calls or 0
+                spent[0] += entry.cost.calls
                 left = f"{max(0, est['calls'] - spent[0]):,} calls left" if by_calls else "study"
                 shown = (
                     f"best val {best[0]:.3f}" if best[0] > float("-inf") else "no full score yet"
@@ -327,7 +327,7 @@ def _search(
                     note = f"best val {best[0]:.3f} ({src}; study)"
                     progress.update(bar, completed=len(done), note=note)
                     return
-                progress.update(bar, advance=entry.calls or 0, note=note)
+                progress.update(bar, advance=entry.cost.calls, note=note)
 
             phases = PhaseDisplay(lambda text: progress.update(bar, description=text))
             with phases.installed():

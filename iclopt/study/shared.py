@@ -37,36 +37,29 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from iclopt.artifacts import json_safe
 from iclopt.data import Task
-from iclopt.errors import IcloptError, InputDataError, MissingDependencyError
+from iclopt.errors import IcloptError, InputDataError
 from iclopt.prompts import Prompt
+from iclopt.study.ledger import Reservation, StudyTrial, TrialLedger, admitted
+from iclopt.study.storage import describe_storage, open_storage, retry
 
-__all__ = [
-    "Reservation",
-    "SharedStudy",
-    "StudyTrial",
-    "admitted",
-    "check_storage",
-    "describe_storage",
-    "read_study",
-    "search_fingerprint",
-]
+if TYPE_CHECKING:
+    from iclopt.trace import TraceEntry
+
+__all__ = ["SharedStudy", "read_study", "search_fingerprint"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: Seconds between heartbeats of a running trial.
 HEARTBEAT_INTERVAL = 10.0
@@ -77,190 +70,6 @@ CONFIG_ATTR = "iclopt_config"
 _HEARTBEAT_ATTR = "iclopt:heartbeat"
 #: Trial user attribute with the prompt, its query set, diagnostics and worker.
 _TRIAL_ATTR = "iclopt"
-_SCHEMES = ("sqlite", "postgresql", "mysql")
-
-
-def describe_storage(url: str) -> str:
-    """The storage URL with any password hidden (for messages)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is shown as given (it has no password part)
-        return url
-
-
-def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _check_url(url: str, *, create: bool = True) -> None:
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if ":" in url else ""
-    if scheme not in _SCHEMES:
-        raise InputDataError(
-            f"--storage {url!r}: not a database URL; use sqlite:///PATH.db, "
-            "postgresql://USER@HOST:PORT/DB or mysql://USER@HOST/DB"
-        )
-    if scheme == "sqlite":
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if not path or path == ":memory:":
-            raise InputDataError(
-                f"--storage {url!r}: a shared study needs a file, e.g. sqlite:///runs/study.db"
-            )
-        if not create and not Path(path).is_file():
-            raise InputDataError(f"--storage {url!r}: {path} does not exist")
-        folder = Path(path).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputDataError(
-                f"--storage {url!r}: cannot create {folder} ({exc.strerror})"
-            ) from None
-        if not os.access(folder, os.W_OK):
-            raise InputDataError(f"--storage {url!r}: the folder {folder} is not writable")
-        if Path(path).is_dir():
-            raise InputDataError(f"--storage {url!r}: {path} is a directory")
-        # WAL is a property of the database file: set it once, before Optuna connects.
-        import sqlite3
-
-        for attempt in range(100):  # workers starting together: the switch needs the lock
-            try:
-                conn = sqlite3.connect(path, timeout=60)
-                try:
-                    conn.execute("PRAGMA journal_mode=WAL")
-                finally:
-                    conn.close()
-                break
-            except sqlite3.OperationalError as exc:
-                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == 99:
-                    raise InputDataError(f"--storage {url!r}: cannot open ({exc})") from None
-                time.sleep(0.1)
-            except sqlite3.Error as exc:
-                raise InputDataError(f"--storage {url!r}: not an SQLite database ({exc})") from None
-
-
-def _open_storage(url: str, *, create: bool = True) -> Any:
-    """An Optuna ``RDBStorage`` on ``url``; connection problems become one-line errors."""
-    _check_url(url, create=create)
-    try:
-        import optuna
-        import sqlalchemy.exc
-    except ImportError:
-        raise MissingDependencyError(
-            "a shared study needs optuna: pip install 'iclopt[opt]'"
-        ) from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    scheme = url.split(":", 1)[0].lower()
-    connect_args: dict[str, Any] = {}
-    if scheme.startswith("sqlite"):
-        connect_args = {"timeout": 60}  # the busy timeout: wait for the writer, never fail
-    elif scheme.startswith("postgresql"):
-        connect_args = {"connect_timeout": 10}
-    elif scheme.startswith("mysql"):
-        connect_args = {"connect_timeout": 10}
-    try:
-        for attempt in range(10):
-            try:
-                storage = optuna.storages.RDBStorage(
-                    url, engine_kwargs={"connect_args": connect_args}
-                )
-                if scheme.startswith("sqlite"):
-                    _sqlite_pragmas(storage.engine)
-                return storage
-            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
-                # workers starting together race to create the tables: wait and look again
-                racing = ("already exists", "duplicate", "unique", "locked", "deadlock")
-                if attempt == 9 or not any(w in str(e).lower() for w in racing):
-                    raise
-                time.sleep(0.1 + 0.1 * attempt)
-        raise AssertionError("unreachable")
-    except ImportError:
-        raise MissingDependencyError(
-            f"--storage {describe_storage(url)}: the database driver is missing; "
-            "for PostgreSQL: pip install 'iclopt[postgres]'"
-        ) from None
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-        raise InputDataError(
-            f"--storage {describe_storage(url)}: cannot open the study storage ({_short(exc)})"
-        ) from None
-    except ValueError as exc:
-        raise InputDataError(f"--storage {describe_storage(url)}: {exc}") from None
-
-
-def _sqlite_pragmas(engine: Any) -> None:
-    """Every SQLite connection: WAL with synchronous=NORMAL.
-
-    A commit survives a killed process (only a power cut may undo the last ones), without
-    an fsync per commit.
-    """
-    import sqlalchemy
-
-    def on_connect(conn: Any, _record: Any) -> None:
-        conn.execute("PRAGMA synchronous=NORMAL")
-
-    sqlalchemy.event.listen(engine, "connect", on_connect)
-    engine.dispose()  # the connection made while creating the tables lacks it
-
-
-def check_storage(url: str) -> None:
-    """Connect to a study storage (creating its tables), so a bad URL fails early.
-
-    Raises:
-        InputDataError: Not a database URL, or the database cannot be reached.
-        MissingDependencyError: optuna or the database driver is not installed.
-    """
-    storage = _open_storage(url)
-    storage.remove_session()
-    storage.engine.dispose()
-
-
-def _retry(fn: Callable[[], T], *, what: str) -> T:
-    """Run a storage write, retrying a few times when another writer holds the lock."""
-    import optuna
-    import sqlalchemy.exc
-
-    for attempt in range(8):
-        try:
-            return fn()
-        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as exc:
-            if attempt == 7 or "locked" not in str(exc).lower():
-                raise IcloptError(f"study storage: {what} failed ({_short(exc)})") from None
-            time.sleep(0.05 * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-@dataclass(frozen=True)
-class StudyTrial:
-    """One trial of a shared study, as iclopt reads it.
-
-    Attributes:
-        number: Optuna's trial number (the order of creation).
-        trial_id: Optuna's trial id.
-        state: ``"running"``, ``"complete"``, ``"failed"`` or ``"pruned"`` (rejected).
-        prompt: The prompt evaluated.
-        queries: ``None`` for the validation set, or the pool ids scored instead.
-        value: The score, when complete.
-        attrs: Every user attribute (info, cost, worker, demonstration texts).
-    """
-
-    number: int
-    trial_id: int
-    state: str
-    prompt: Prompt
-    queries: tuple[int, ...] | None
-    value: float | None
-    attrs: dict[str, Any]
-
-    @property
-    def key(self) -> tuple[Prompt, tuple[int, ...] | None, None]:
-        """What identifies an evaluation: the prompt and its query set."""
-        return (self.prompt, self.queries, None)
-
-    @property
-    def live(self) -> bool:
-        """Running or complete: it holds a budget slot."""
-        return self.state in ("running", "complete")
 
 
 def _from_frozen(t: Any) -> StudyTrial | None:
@@ -300,41 +109,8 @@ def _dead_local_worker(worker: str) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
-def admitted(trials: Sequence[StudyTrial], budget: int | None) -> list[StudyTrial]:
-    """The live trials that hold a budget slot, by the rule every worker applies.
-
-    In creation order, a live trial is admitted unless an earlier admitted trial has the
-    same key or ``budget`` trials were admitted before it.
-    """
-    keys: set[Any] = set()
-    out: list[StudyTrial] = []
-    for t in sorted(trials, key=lambda t: t.number):
-        if not t.live or t.key in keys or (budget is not None and len(out) >= budget):
-            continue
-        keys.add(t.key)
-        out.append(t)
-    return out
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """What :meth:`SharedStudy.reserve` decided.
-
-    Attributes:
-        status: ``"admitted"`` (evaluate it, then :meth:`SharedStudy.complete`),
-            ``"done"`` (already evaluated: ``value`` is its score), ``"pending"`` (another
-            worker is evaluating it) or ``"full"`` (the budget is taken).
-        trial_id: The trial to complete, when admitted.
-        value: The known score, when done.
-    """
-
-    status: Literal["admitted", "done", "pending", "full"]
-    trial_id: int | None = None
-    value: float | None = None
-
-
-class SharedStudy:
-    """The Optuna study that one search's workers share.
+class SharedStudy(TrialLedger):
+    """The Optuna study that one search's workers share: their trial ledger.
 
     Args:
         storage: Database URL (``sqlite:///runs/study.db``, ``postgresql://...``).
@@ -361,6 +137,9 @@ class SharedStudy:
         self._study_id: int | None = None
         self._checked_stale = float("-inf")
 
+    #: Other workers write into the study too.
+    shared: ClassVar[bool] = True
+
     # ------------------------------------------------------------------ opening
     def open(self, config: dict[str, Any], *, create: bool = True) -> SharedStudy:
         """Connect, create or load the study, and check that it is the same search.
@@ -378,7 +157,7 @@ class SharedStudy:
 
         if not isinstance(self.name, str) or not self.name.strip():
             raise InputDataError("--study needs a non-empty name")
-        self._storage = _open_storage(self.storage_url, create=create)
+        self._storage = open_storage(self.storage_url, create=create)
         where = f"study {self.name!r} in {describe_storage(self.storage_url)}"
         try:
             if create:
@@ -400,7 +179,7 @@ class SharedStudy:
             return self
         stored = self._storage.get_study_user_attrs(self._study_id).get(CONFIG_ATTR)
         if stored is None:
-            _retry(
+            retry(
                 lambda: self._storage.set_study_user_attr(self._study_id, CONFIG_ATTR, config),
                 what="recording the search configuration",
             )
@@ -454,7 +233,7 @@ class SharedStudy:
             if not dead and (beat is None or now - float(beat) <= self.grace_period):
                 continue
             try:
-                _retry(
+                retry(
                     functools.partial(
                         self._storage.set_trial_state_values, t._trial_id, TrialState.FAIL
                     ),
@@ -480,6 +259,7 @@ class SharedStudy:
         budget: int | None,
         attrs: dict[str, Any],
         known: Sequence[StudyTrial] | None = None,
+        val: tuple[int, ...] | None = None,
     ) -> Reservation:
         """Claim the evaluation of ``(prompt, queries)`` within the study's budget.
 
@@ -487,13 +267,21 @@ class SharedStudy:
             prompt: The prompt to evaluate.
             queries: ``None`` for the validation set, or the pool ids to score on.
             budget: The study's total of evaluations (``None``: no cap here).
-            attrs: Extra user attributes of the trial (diagnostics, demonstration texts).
+            attrs: Extra user attributes of the trial (``pool_size``, diagnostics,
+                demonstration texts).
             known: The study's trials as just read, if at hand (saves a read; the decision
                 is always made on a read taken after the trial was created).
+            val: Must be ``None``: a study holds evaluations on the whole validation set
+                or on pool queries only.
+
+        Raises:
+            InputDataError: A partial evaluation of the validation set.
         """
         from optuna.distributions import IntDistribution
         from optuna.trial import FrozenTrial, TrialState
 
+        if val is not None:
+            raise InputDataError("a shared study cannot hold partial evaluations yet")
         key = (prompt, queries, None)
         live = admitted(self.trials() if known is None else known, budget)
         for t in live:
@@ -530,7 +318,7 @@ class SharedStudy:
             intermediate_values={},
             trial_id=-1,
         )
-        trial_id = _retry(
+        trial_id = retry(
             lambda: self._storage.create_new_trial(self.study_id, template_trial=template),
             what="creating a trial",
         )
@@ -552,7 +340,7 @@ class SharedStudy:
         import optuna
 
         try:
-            _retry(
+            retry(
                 lambda: self._storage.set_trial_state_values(
                     trial_id, state, None if value is None else [value]
                 ),
@@ -561,15 +349,36 @@ class SharedStudy:
         except optuna.exceptions.UpdateFinishedTrialError:
             logger.warning("trial %d was failed by another worker while it ran", trial_id)
 
-    def complete(self, trial_id: int, score: float, cost: dict[str, Any]) -> None:
+    def complete(self, trial_id: int, entry: TraceEntry) -> None:
         """Record the score and cost of an admitted trial (two writes)."""
         from optuna.trial import TrialState
 
-        _retry(
-            functools.partial(self._storage.set_trial_user_attr, trial_id, "cost", cost),
+        retry(
+            functools.partial(self._storage.set_trial_user_attr, trial_id, "cost", entry.record()),
             what="recording a trial's cost",
         )
-        self._finish(trial_id, TrialState.COMPLETE, float(score))
+        self._finish(trial_id, TrialState.COMPLETE, float(entry.score))
+
+    def trace(self) -> list[TraceEntry]:
+        """Every worker's completed trials as one trace, in the order they were created."""
+        from iclopt.trace import TraceEntry
+
+        out: list[TraceEntry] = []
+        for t in self.trials():
+            if t.state != "complete" or t.value is None:
+                continue
+            out.append(
+                TraceEntry.from_record(
+                    step=len(out),
+                    prompt=t.prompt,
+                    score=t.value,
+                    record=dict(t.attrs.get("cost") or {}),
+                    queries=t.queries,
+                    info={**dict(t.attrs.get("info") or {}), "worker": t.attrs.get("worker")},
+                    optimizer_seconds=float(t.attrs.get("optimizer_seconds", 0.0)),
+                )
+            )
+        return out
 
     def fail(self, trial_id: int, reason: str) -> None:
         """Give an admitted trial's slot back (its evaluation failed or was not done)."""
@@ -601,13 +410,6 @@ class SharedStudy:
             stop.set()
             thread.join()
 
-    def wait_idle(self, *, poll: float = 0.5, on_poll: Callable[[], None] | None = None) -> None:
-        """Wait until no trial of the study is running (crashed ones are failed on the way)."""
-        while any(t.state == "running" for t in self.trials()):
-            if on_poll is not None:
-                on_poll()
-            time.sleep(poll)
-
 
 def search_fingerprint(task: Task, **settings: Any) -> dict[str, Any]:
     """What makes two workers' commands the same search: the task's data and ``settings``.
@@ -635,16 +437,3 @@ def read_study(storage: str, name: str) -> tuple[dict[str, Any], list[StudyTrial
     """
     study = SharedStudy(storage, name).open({}, create=False)
     return study.config(), study.trials()
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as ``None`` (JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return json_safe(value.item())
-    return value
