@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from iclopt.bandits import DEFAULT_METHOD, DEFAULT_SHARED_METHOD, OPTIMIZERS, Optimizer
+from iclopt.bandits.base import check_fits
 from iclopt.data import Task
 from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError, UnknownNameError
@@ -216,15 +217,7 @@ def optimize(
     _check_int("generate_instructions", generate_instructions, 0)
     if n_init is not None:
         _check_int("n_init", n_init, 1)
-        if n_init > budget:
-            raise InputDataError(
-                f"the budget of {budget} evaluations is smaller than the initial design "
-                f"(n_init={n_init})"
-            )
-    if k > len(task.pool):
-        raise InputDataError(
-            f"k={k} is larger than the pool of task {task.name!r} ({len(task.pool)})"
-        )
+    check_fits(task, k=k, budget=budget, n_init=n_init)
     user_instructions: list[str | None] = []
     if instructions is not None:
         if not list(instructions):
@@ -302,22 +295,21 @@ def optimize(
         search_budget.max_llm_calls = (
             budget * len(task.val) * evaluator.calls_per_query() + search_budget.spent.calls
         )
+    # what makes two runs the same search: the study's fingerprint and the result's config
+    search = {
+        "method": method if isinstance(method, str) else type(method).__name__,
+        "k": k,
+        "seed": seed,
+        "scoring": evaluator.scoring,
+        "max_new_tokens": evaluator.max_new_tokens,
+        "template": evaluator.template.as_dict(),
+    }
     shared = None
     if storage is not None and study is not None:
         from iclopt.study import SharedStudy, search_fingerprint
 
         shared = SharedStudy(storage, study).open(
-            search_fingerprint(
-                task,
-                model=model.identity,
-                k=k,
-                method=method if isinstance(method, str) else type(method).__name__,
-                seed=seed,
-                instructions=candidates,
-                scoring=evaluator.scoring,
-                template=evaluator.template.as_dict(),
-                max_new_tokens=evaluator.max_new_tokens,
-            )
+            search_fingerprint(task, model=model.identity, instructions=candidates, **search)
         )
     start = time.perf_counter()
     trace = run_search(optimizer, evaluator, search_budget, on_step=on_step, ledger=shared)
@@ -358,20 +350,15 @@ def optimize(
         test_score = ev.score
         test_cost += ev.cost
     config = {
-        "method": method if isinstance(method, str) else type(method).__name__,
+        **search,
         "optimizer": optimizer.config(),
-        "k": k,
         "budget": search_budget.as_dict(),
-        "seed": seed,
-        "scoring": evaluator.scoring,
         "scorer": evaluator.scorer.as_dict(),
         "metric": task.metric
         if isinstance(task.metric, str)
         else getattr(task.metric, "__name__", "callable"),
         "labels": list(task.labels) if task.labels else None,
-        "max_new_tokens": evaluator.max_new_tokens,
         "stop": list(evaluator.stop),
-        "template": evaluator.template.as_dict(),
         "sizes": {"pool": len(task.pool), "val": len(task.val), "test": len(task.test)},
         "cache": str(store.path) if store is not None else None,
         "instructions": {
@@ -508,10 +495,7 @@ def compare(
 
     _check_int("k", k, 1)
     _check_int("budget", budget, 1)
-    if k > len(task.pool):
-        raise InputDataError(
-            f"k={k} is larger than the pool of task {task.name!r} ({len(task.pool)})"
-        )
+    check_fits(task, k=k)
     if not methods:
         raise InputDataError("no methods to compare")
     from iclopt.selectors.search import SearchSelector

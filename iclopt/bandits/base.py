@@ -36,6 +36,7 @@ __all__ = [
     "Optimizer",
     "SearchSpaceExhausted",
     "Trial",
+    "check_fits",
     "register_optimizer",
     "space_size",
 ]
@@ -63,6 +64,45 @@ def register_optimizer(name: str) -> Any:
 
 class SearchSpaceExhausted(IcloptError):
     """Every prompt of the search space has been proposed; nothing new is left."""
+
+
+def check_fits(
+    task: Task,
+    *,
+    k: int,
+    budget: int | None = None,
+    n_init: int | None = None,
+    who: str | None = None,
+) -> None:
+    """Refuse a search that cannot fit ``task``: the one place these two rules live.
+
+    Args:
+        task: The task searched.
+        k: Demonstrations per prompt; at most the pool's size.
+        budget: Evaluations the search may spend; at least ``n_init``.
+        n_init: The initial design's size, when there is one.
+        who: The optimizer, for the message.
+
+    Raises:
+        InputDataError: ``k`` is larger than the pool, or ``budget`` smaller than
+            ``n_init``.
+
+    Example:
+        >>> from iclopt.datasets import get_task
+        >>> check_fits(get_task("sentiment"), k=500)
+        Traceback (most recent call last):
+        ...
+        iclopt.errors.InputDataError: k=500 is larger than the pool of task 'sentiment' (100)
+    """
+    n = len(task.pool)
+    if k > n:
+        raise InputDataError(f"k={k} is larger than the pool of task {task.name!r} ({n})")
+    if budget is not None and n_init is not None and budget < n_init:
+        of = f" of {who}" if who else ""
+        raise InputDataError(
+            f"the budget of {budget} evaluations is smaller than the initial design{of} "
+            f"({n_init} prompts); raise the budget or lower n_init"
+        )
 
 
 def space_size(pool_size: int, k: int, n_instructions: int = 1) -> int:
@@ -165,8 +205,7 @@ class Optimizer(ABC):
         name = type(self).__name__
         n = len(task.pool)
         self._check_parameters()
-        if self.k > n:
-            raise InputDataError(f"k={self.k} is larger than the pool of task {task.name!r} ({n})")
+        check_fits(task, k=int(self.k))
         if not self.instructions:
             raise InputDataError(f"The 'instructions' parameter of {name} must not be empty.")
         if len(set(self.instructions)) != len(self.instructions):

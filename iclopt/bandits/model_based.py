@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from iclopt.bandits.base import Optimizer, SearchSpaceExhausted, Trial
+from iclopt.bandits.base import Optimizer, SearchSpaceExhausted, Trial, check_fits
 from iclopt.bandits.candidates import (
     CandidateSet,
     demo_texts,
@@ -28,7 +28,7 @@ from iclopt.bandits.candidates import (
 )
 from iclopt.data import Task
 from iclopt.embedders.base import Embedder
-from iclopt.errors import InputDataError, MissingDependencyError
+from iclopt.errors import MissingDependencyError
 from iclopt.params import Interval
 from iclopt.prompts import Prompt
 
@@ -245,11 +245,7 @@ class ModelBasedOptimizer(Optimizer):
         super().setup(task, budget=budget, query_budget=query_budget)
         name = type(self).__name__
         n_init = default_n_init(budget) if self.n_init is None else int(self.n_init)
-        if budget is not None and budget < n_init:
-            raise InputDataError(
-                f"the budget of {budget} evaluations is smaller than the initial design of "
-                f"{name} ({n_init} prompts); raise the budget or lower n_init"
-            )
+        check_fits(task, k=int(self.k), budget=budget, n_init=n_init, who=name)
         self.n_init_ = n_init
         # the optimizer's own random stream, independent of the design's
         self.rng_ = np.random.default_rng(None if self.seed is None else [int(self.seed), 1])

@@ -397,6 +397,7 @@ def read_instructions(
 
 def build_task(opts: TaskOptions, *, k: int) -> Any:
     """The task the task options name, checked to hold at least ``k`` pool examples."""
+    from iclopt.bandits.base import check_fits
     from iclopt.data import load_task
     from iclopt.datasets import get_task
     from iclopt.metrics import get_metric
@@ -427,8 +428,7 @@ def build_task(opts: TaskOptions, *, k: int) -> Any:
     else:
         raise InputDataError("no task: give --task NAME, --pool/--val/--test files, or --data FILE")
     get_metric(the_task.metric)
-    if k > len(the_task.pool):
-        raise InputDataError(f"--k {k} is larger than the pool ({len(the_task.pool)} examples)")
+    check_fits(the_task, k=k)
     return the_task
 
 

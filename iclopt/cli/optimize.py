@@ -116,6 +116,7 @@ def optimize(
     result cache (or, with --storage, from the study).
     """
     from iclopt.bandits import OPTIMIZERS
+    from iclopt.bandits.base import check_fits
     from iclopt.bandits.model_based import ModelBasedOptimizer
     from iclopt.instructions import dedupe_instructions
 
@@ -144,10 +145,7 @@ def optimize(
         from iclopt.api import check_method_options
 
         check_method_options(cls, method_options, task=the_task, k=k, budget=budget)
-    if n_init is not None and n_init > budget:
-        raise InputDataError(
-            f"--budget {budget} is smaller than the initial design (--n-init {n_init})"
-        )
+    check_fits(the_task, k=k, budget=budget, n_init=n_init)
     if issubclass(cls, ModelBasedOptimizer):
         cls.check_dependencies(embedder)
     cands = read_instructions(instruction, instructions_file)
