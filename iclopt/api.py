@@ -275,15 +275,14 @@ def optimize(
         optimizer = cls(**kwargs, **options)
     else:
         optimizer = method
-    evaluator = Evaluator(
-        task,
-        model,
-        template=template,
-        scoring=scoring,
-        max_new_tokens=max_new_tokens,
-        cache=store,
-        budget=search_budget,
-    )
+    # the search's evaluator and the one that scores its choice afterwards
+    scored_as = {
+        "template": template,
+        "scoring": scoring,
+        "max_new_tokens": max_new_tokens,
+        "cache": store,
+    }
+    evaluator = Evaluator(task, model, budget=search_budget, **scored_as)
     one_evaluation = len(task.val) * evaluator.calls_per_query()
     if max_llm_calls is not None and max_llm_calls < one_evaluation:
         raise InputDataError(
@@ -328,14 +327,7 @@ def optimize(
     full = [e for e in trace if e.on_val and e.prompt == best_prompt]
     val_score = full[0].score if full else float("nan")
     final_cost = Cost()  # scoring the chosen prompt outside the search
-    final_eval = Evaluator(
-        task,
-        model,
-        template=template,
-        scoring=scoring,
-        max_new_tokens=max_new_tokens,
-        cache=store,
-    )
+    final_eval = Evaluator(task, model, **scored_as)
     if not full:  # a racing method's choice: its whole validation score, mostly cached
         rescored = final_eval.evaluate(best_prompt)
         val_score, final_cost = rescored.score, rescored.cost

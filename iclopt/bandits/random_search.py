@@ -53,9 +53,7 @@ class RandomSearch(Optimizer):
             )
         n = len(self.task_.pool)
         for _ in range(100):
-            demos = tuple(int(i) for i in self.rng_.choice(n, size=self.k, replace=False))
-            instruction = self.instructions[int(self.rng_.integers(len(self.instructions)))]
-            prompt = Prompt(instruction=instruction, demos=demos)
+            prompt = self._draw()
             if prompt not in self.seen_:
                 self.seen_.add(prompt)
                 return prompt
@@ -70,9 +68,14 @@ class RandomSearch(Optimizer):
             self.seen_.add(prompt)
             return prompt
         while True:  # a huge space: a new prompt turns up quickly
-            demos = tuple(int(i) for i in self.rng_.choice(n, size=self.k, replace=False))
-            instruction = self.instructions[int(self.rng_.integers(len(self.instructions)))]
-            prompt = Prompt(instruction=instruction, demos=demos)
+            prompt = self._draw()
             if prompt not in self.seen_:
                 self.seen_.add(prompt)
                 return prompt
+
+    def _draw(self) -> Prompt:
+        """A uniform random prompt (seen or not): k distinct demonstrations, an instruction."""
+        n = len(self.task_.pool)
+        demos = tuple(int(i) for i in self.rng_.choice(n, size=self.k, replace=False))
+        instruction = self.instructions[int(self.rng_.integers(len(self.instructions)))]
+        return Prompt(instruction=instruction, demos=demos)

@@ -263,16 +263,10 @@ class SharedStudy(TrialLedger):
     ) -> Reservation:
         """Claim the evaluation of ``(prompt, queries)`` within the study's budget.
 
-        Args:
-            prompt: The prompt to evaluate.
-            queries: ``None`` for the validation set, or the pool ids to score on.
-            budget: The study's total of evaluations (``None``: no cap here).
-            attrs: Extra user attributes of the trial (``pool_size``, diagnostics,
-                demonstration texts).
-            known: The study's trials as just read, if at hand (saves a read; the decision
-                is always made on a read taken after the trial was created).
-            val: Must be ``None``: a study holds evaluations on the whole validation set
-                or on pool queries only.
+        As :meth:`TrialLedger.reserve`; ``budget`` is the study's total, the decision is
+        always made on a read taken after the trial was created (``known`` only saves the
+        first read), and ``val`` must be ``None``: a study holds evaluations on the whole
+        validation set or on pool queries only.
 
         Raises:
             InputDataError: A partial evaluation of the validation set.
