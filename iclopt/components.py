@@ -71,8 +71,10 @@ class Component:
         )
 
 
-def register_component(registry: Registry[type[C]], name: str) -> Callable[[type[C]], type[C]]:
+def register_component(registry: Registry[Any], name: str) -> Callable[[type[C]], type[C]]:
     """Class decorator registering a component in ``registry`` under ``name``.
+
+    The decorated class keeps its own type (the registry holds the kind's base class).
 
     It sets the class's ``name`` and its ``description``: the first line of its
     docstring, without the final period.

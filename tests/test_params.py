@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
+from iclopt.attribution import ATTRIBUTORS
 from iclopt.bandits import OPTIMIZERS
 from iclopt.errors import InputDataError
 from iclopt.params import Interval, Options, check_parameters, json_parameter, parameter_names
+from iclopt.selectors import SELECTORS
+
+COMPONENTS = [(reg, name) for reg in (OPTIMIZERS, SELECTORS, ATTRIBUTORS) for name in reg.names()]
 
 
 def test_intervals_take_numbers_of_their_kind_within_the_bounds_and_never_bools():
@@ -71,3 +77,16 @@ def test_every_declared_constraint_names_a_constructor_argument(name):
     constraints = cls.parameter_constraints()
     assert "k" in constraints and set(constraints) <= set(parameter_names(cls))
     check_parameters(cls.__name__, constraints, cls().config())  # the defaults are valid
+
+
+@pytest.mark.parametrize(
+    ("registry", "name"), COMPONENTS, ids=[f"{r.kind}:{n}" for r, n in COMPONENTS]
+)
+def test_every_component_declares_constraints_its_defaults_satisfy(registry, name):
+    cls = registry.get(name)
+    assert cls.name == name
+    constraints = cls.parameter_constraints()
+    assert set(constraints) <= set(parameter_names(cls))
+    params = inspect.signature(cls.__init__).parameters.values()
+    defaults = {p.name: p.default for p in params if p.default is not p.empty}
+    check_parameters(cls.__name__, constraints, defaults)

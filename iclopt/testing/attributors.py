@@ -37,6 +37,8 @@ def _raises(what: str, call: Any) -> None:
         call()
     except InputDataError:
         return
+    except Exception as exc:
+        raise AssertionError(f"{what} raised {type(exc).__name__}, not InputDataError") from exc
     raise AssertionError(f"{what} did not raise InputDataError")
 
 

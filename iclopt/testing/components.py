@@ -105,5 +105,10 @@ def expect_parameter_error(what: str, param: str, call: Callable[..., Any], *arg
         assert f"{param!r} parameter of" in str(exc), (
             f"{what}: the error does not name the parameter {param!r}: {exc}"
         )
+    except Exception as exc:  # the value got past the check and broke something later
+        raise AssertionError(
+            f"{what}: an invalid {param!r} raised {type(exc).__name__} ({exc}), not "
+            "InputDataError: the declared constraints are not checked first"
+        ) from exc
     else:
         raise AssertionError(f"{what}: an invalid {param!r} did not raise InputDataError")
