@@ -38,9 +38,9 @@ FAST = {
 MODEL_BASED = [n for n in OPTIMIZERS.names() if issubclass(OPTIMIZERS.get(n), ModelBasedOptimizer)]
 
 
-def _objects(name):
+def _objects(name, dim=32):
     cls = OPTIMIZERS.get(name)
-    return {"embedder": FakeEmbedder(dim=32)} if getattr(cls, "uses_embedder", False) else {}
+    return {"embedder": FakeEmbedder(dim=dim)} if getattr(cls, "uses_embedder", False) else {}
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
@@ -218,7 +218,7 @@ def test_run_search_never_evaluates_a_repeat():
 @pytest.mark.parametrize("name", MODEL_BASED)
 def test_optimize_records_diagnostics_in_the_trace(name, tmp_path):
     task = get_task("last_item")
-    kw = FAST[name] | _objects(name)
+    kw = FAST[name] | _objects(name, dim=64)
     opt = OPTIMIZERS.get(name)(k=3, seed=0, **kw)
     res = iclopt.optimize(task, llm=FakeLLM(), k=3, budget=8, method=opt, cache=False)
     path = tmp_path / "r.json"
