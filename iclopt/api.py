@@ -18,9 +18,17 @@ from iclopt.bandits.base import check_fits
 from iclopt.data import Task
 from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError, UnknownNameError
-from iclopt.evaluation import Budget, Cost, Evaluation, Evaluator, ResultCache, Scoring
+from iclopt.evaluation import (
+    Budget,
+    Cost,
+    Evaluation,
+    Evaluator,
+    ResultCache,
+    Scoring,
+    open_result_cache,
+)
 from iclopt.llms import LLM, get_llm
-from iclopt.paths import cache_dir
+from iclopt.paths import default_cache_path
 from iclopt.prompts import Prompt, Template
 from iclopt.results import OptimizationResult
 from iclopt.search import TraceEntry, run_search
@@ -37,11 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def default_cache_path() -> Path:
-    """The shared result cache: ``<cache dir>/results.sqlite``."""
-    return cache_dir() / "results.sqlite"
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -248,7 +251,7 @@ def optimize(
             "evaluations, which a shared study cannot hold yet; use another method with --storage"
         )
     model = get_llm(llm)
-    store = _result_cache(cache)
+    store = open_result_cache(cache)
     # A racing method spends the calls of `budget` full validation evaluations in partial
     # ones (its call cap is set below, once the scorer is known).
     search_budget = Budget(
@@ -505,7 +508,7 @@ def compare(
     if not seed_list:
         raise InputDataError("need at least one seed")
     model = get_llm(llm)
-    store = _result_cache(cache)
+    store = open_result_cache(cache)
     if embedder is None:  # loads its model only if a method embeds something
         from iclopt.embedders import default_embedder
 
@@ -573,16 +576,6 @@ def compare(
     return result
 
 
-def _result_cache(cache: str | os.PathLike[str] | ResultCache | bool) -> ResultCache | None:
-    if isinstance(cache, ResultCache):
-        return cache
-    if cache is True:
-        return ResultCache(default_cache_path())
-    if cache is False or cache is None:
-        return None
-    return ResultCache(cache)
-
-
 def select(
     task: Task,
     method: str,
@@ -640,7 +633,7 @@ def select(
         "template": template,
         "scoring": scoring,
         "max_new_tokens": max_new_tokens,
-        "cache": _result_cache(cache),
+        "cache": open_result_cache(cache),
     }
     ctx = FitContext(
         llm=get_llm(llm),

@@ -21,10 +21,19 @@ from iclopt.data import Example, Task
 from iclopt.errors import BudgetExhausted, InputDataError
 from iclopt.llms.base import LLM
 from iclopt.metrics import get_metric
+from iclopt.paths import default_cache_path
 from iclopt.prompts import Prompt, Template
 from iclopt.store import SQLiteStore
 
-__all__ = ["CACHE_FORMAT", "Budget", "Cost", "Evaluation", "Evaluator", "ResultCache"]
+__all__ = [
+    "CACHE_FORMAT",
+    "Budget",
+    "Cost",
+    "Evaluation",
+    "Evaluator",
+    "ResultCache",
+    "open_result_cache",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +202,29 @@ class ResultCache(SQLiteStore[Any]):
             [CACHE_FORMAT, *parts], sort_keys=True, ensure_ascii=False, separators=(",", ":")
         )
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def open_result_cache(
+    cache: str | os.PathLike[str] | ResultCache | bool | None,
+) -> ResultCache | None:
+    """The result cache a ``cache`` argument of the library names.
+
+    Args:
+        cache: A :class:`ResultCache` (used as is), ``True`` (the shared cache,
+            :func:`~iclopt.paths.default_cache_path`), ``False`` or ``None`` (no cache), or
+            the path of an SQLite file.
+
+    Example:
+        >>> open_result_cache(False) is None
+        True
+    """
+    if isinstance(cache, ResultCache):
+        return cache
+    if cache is True:
+        return ResultCache(default_cache_path())
+    if cache is False or cache is None:
+        return None
+    return ResultCache(cache)
 
 
 @dataclass

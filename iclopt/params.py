@@ -6,8 +6,8 @@ names), and each class declares ``_parameter_constraints``, a dict from a parame
 to the list of constraints it may satisfy (any one suffices). One function checks them and
 words every failure the same way.
 
-A constraint is an :class:`Interval`, ``None`` (the value ``None``), or a type (``bool``,
-``str``, ...).
+A constraint is an :class:`Interval`, an :class:`Options` (one of some strings), ``None``
+(the value ``None``), or a type (``bool``, ``str``, ...).
 
 Example:
     >>> check_parameters("Toy", {"k": [Interval(int, 1, None), None]}, {"k": 0})
@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
@@ -27,11 +28,13 @@ import numpy as np
 
 from iclopt.errors import InputDataError
 
-__all__ = ["Interval", "check_parameters", "json_parameter", "parameter_names"]
+__all__ = ["Interval", "Options", "check_parameters", "json_parameter", "parameter_names"]
 
 
 class Interval:
-    """Numbers of one kind between two bounds.
+    """Finite numbers of one kind between two bounds.
+
+    NaN and the infinities are in no interval (a missing bound is open: ``[0, inf)``).
 
     Args:
         kind: ``int`` (integers, numpy's included) or ``float`` (any real number); bools
@@ -68,6 +71,8 @@ class Interval:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, abstract):
             return False
         x = float(value)
+        if not math.isfinite(x):
+            return False
         if self.left is not None:
             if x < self.left or (x == self.left and self.closed in ("right", "neither")):
                 return False
@@ -88,10 +93,37 @@ class Interval:
         return f"Interval({self.kind.__name__}, {self.left}, {self.right}, closed={self.closed!r})"
 
 
+class Options:
+    """One of a fixed set of strings (``"auto"``, ``"metric"``, ...).
+
+    Args:
+        *values: The strings allowed, in the order an error message lists them.
+
+    Example:
+        >>> str(Options("auto", "self", "test")), "self" in Options("auto", "self")
+        ("'auto', 'self' or 'test'", True)
+    """
+
+    def __init__(self, *values: str) -> None:
+        if not values or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"Options needs one or more strings, not {values!r}")
+        self.values = values
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and value in self.values
+
+    def __str__(self) -> str:
+        words = [repr(v) for v in self.values]
+        return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+    def __repr__(self) -> str:
+        return f"Options({', '.join(repr(v) for v in self.values)})"
+
+
 def _satisfies(value: Any, constraint: Any) -> bool:
     if constraint is None:
         return value is None
-    if isinstance(constraint, Interval):
+    if isinstance(constraint, (Interval, Options)):
         return value in constraint
     if isinstance(constraint, type):
         if constraint is bool:
@@ -103,7 +135,7 @@ def _satisfies(value: Any, constraint: Any) -> bool:
 def _describe(constraint: Any) -> str:
     if constraint is None:
         return "None"
-    if isinstance(constraint, Interval):
+    if isinstance(constraint, (Interval, Options)):
         return str(constraint)
     name = constraint.__name__
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"

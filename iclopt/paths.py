@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir"]
+__all__ = ["cache_dir", "default_cache_path"]
 
 
 def cache_dir() -> Path:
@@ -17,3 +17,8 @@ def cache_dir() -> Path:
     """
     env = os.environ.get("ICLOPT_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "iclopt"
+
+
+def default_cache_path() -> Path:
+    """The shared result cache: ``<cache dir>/results.sqlite``."""
+    return cache_dir() / "results.sqlite"

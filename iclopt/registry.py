@@ -24,6 +24,8 @@ class Registry(Generic[T]):
         ... class A: ...
         >>> reg.get("a").__name__
         'A'
+        >>> reg.unregister("a").__name__, reg.names()
+        ('A', [])
     """
 
     def __init__(self, kind: str) -> None:
@@ -40,6 +42,16 @@ class Registry(Generic[T]):
             return obj
 
         return deco
+
+    def unregister(self, name: str) -> T:
+        """Remove the entry named ``name`` and return it (a plug-in's tests clean up so).
+
+        Raises:
+            UnknownNameError: ``name`` is not registered.
+        """
+        entry = self.get(name)
+        del self._items[name]
+        return entry
 
     def get(self, name: str) -> T:
         """Return the entry named ``name``.

@@ -26,7 +26,7 @@ from iclopt.evaluation import Budget, ResultCache
 from iclopt.prompts import Prompt
 from iclopt.reports.attribution import write_attribution
 from iclopt.results import OptimizationResult
-from iclopt.testing import FakeLLM
+from iclopt.testing import FakeLLM, check_attributor
 
 runner = CliRunner()
 
@@ -170,7 +170,29 @@ def test_detail_needs_hidden_states_and_names_the_alternatives(task):
         iclopt.attribute(task, PROMPT, llm=FakeLLM(), method="detail")
 
 
-@pytest.mark.parametrize("method", ["loo", "shapley"])
+@pytest.mark.parametrize("name", ATTRIBUTORS.names())
+def test_every_attributor_passes_the_conformance_suite(name):
+    check_attributor(ATTRIBUTORS.get(name))
+
+
+def test_the_settings_go_to_the_methods_that_take_them(task, tmp_path):
+    from iclopt.attribution import AttributionContext, Detail, make_attributor
+
+    path = tmp_path / "c.sqlite"
+    context = AttributionContext(llm=FakeLLM(), cache=path, seed=4, budget=Budget(3))
+    shapley = Shapley.from_context(context, tolerance=0.5)
+    assert shapley.cache.path == path and shapley.seed == 4 and shapley.tolerance == 0.5
+    assert shapley.budget is context.budget
+    assert LeaveOneOut.from_context(context).config()["cache"] == str(path)
+    detail = Detail.from_context(AttributionContext(llm=FakeLLM(), cache=tmp_path / "x", seed=2))
+    assert detail.seed == 2 and not (tmp_path / "x").exists()  # no cache opened for it
+    built = make_attributor("shapley", FakeLLM(), seed=5, max_permutations=3, tolerance=None)
+    assert built.max_permutations == 3 and built.tolerance == 0.05  # None: the default
+    with pytest.raises(InputDataError, match="does not take layer; it takes budget, cache"):
+        make_attributor("loo", FakeLLM(), layer=2)
+
+
+@pytest.mark.parametrize("method", ATTRIBUTORS.names())
 def test_prompt_without_demonstrations_is_refused(task, method):
     with pytest.raises(InputDataError, match="no demonstrations"):
         iclopt.attribute(task, Prompt("x", ()), llm=FakeLLM(), method=method, cache=False)

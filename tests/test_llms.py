@@ -8,11 +8,12 @@ import pytest
 
 from iclopt.errors import InputDataError, UnknownNameError
 from iclopt.llms import BACKENDS, LLMS, HFModel, OpenAIModel, backend_options, get_llm
-from iclopt.testing import FakeLLM, check_llm
+from iclopt.testing import FakeLLM, FakeWhiteBoxLLM, check_llm
 
 
-def test_the_fake_passes_check_llm():
-    check_llm(FakeLLM())
+@pytest.mark.parametrize("fake", [FakeLLM, FakeWhiteBoxLLM])
+def test_the_fakes_pass_check_llm(fake):
+    check_llm(fake())
 
 
 @pytest.mark.slow

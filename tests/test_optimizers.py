@@ -14,6 +14,7 @@ from iclopt.bandits.candidates import (
     ot_distances,
     random_tuples,
 )
+from iclopt.bandits.model_based import ModelBasedOptimizer
 from iclopt.bandits.tpe import repair
 from iclopt.data import Example, Task
 from iclopt.datasets import get_task
@@ -33,8 +34,13 @@ FAST = {
 }
 
 
-def _objects(name):
-    return {} if name in ("best-of-n", "tpe", "race") else {"embedder": FakeEmbedder(dim=32)}
+#: The registered optimizers that start from the shared initial design and fit a model.
+MODEL_BASED = [n for n in OPTIMIZERS.names() if issubclass(OPTIMIZERS.get(n), ModelBasedOptimizer)]
+
+
+def _objects(name, dim=32):
+    cls = OPTIMIZERS.get(name)
+    return {"embedder": FakeEmbedder(dim=dim)} if getattr(cls, "uses_embedder", False) else {}
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
@@ -56,7 +62,8 @@ def test_model_based_optimizers_share_best_of_ns_initial_design():
     rs = RandomSearch(k=3, seed=7)
     rs.setup(task)
     assert design == [rs.suggest() for _ in range(4)]
-    for name in ("ease", "neural", "gp", "tpe"):
+    assert MODEL_BASED
+    for name in MODEL_BASED:
         opt = OPTIMIZERS.get(name)(k=3, seed=7, **{**_objects(name), **FAST[name], "n_init": 4})
         trials = drive(opt, task, 5)
         assert [t.prompt for t in trials[:4]] == design, name
@@ -208,10 +215,10 @@ def test_run_search_never_evaluates_a_repeat():
     assert len(trace) == 1 and budget.spent.evaluations == 1
 
 
-@pytest.mark.parametrize("name", ["neural", "ease", "gp", "tpe"])
+@pytest.mark.parametrize("name", MODEL_BASED)
 def test_optimize_records_diagnostics_in_the_trace(name, tmp_path):
     task = get_task("last_item")
-    kw = FAST[name] | ({"embedder": FakeEmbedder()} if name != "tpe" else {})
+    kw = FAST[name] | _objects(name, dim=64)
     opt = OPTIMIZERS.get(name)(k=3, seed=0, **kw)
     res = iclopt.optimize(task, llm=FakeLLM(), k=3, budget=8, method=opt, cache=False)
     path = tmp_path / "r.json"

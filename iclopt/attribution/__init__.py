@@ -15,6 +15,7 @@ from iclopt.attribution.base import (
     EvaluatorAttributor,
     register_attributor,
 )
+from iclopt.attribution.context import AttributionContext
 from iclopt.attribution.detail import Detail, ridge_influence
 from iclopt.attribution.loo import LeaveOneOut
 from iclopt.attribution.shapley import Shapley
@@ -24,6 +25,7 @@ __all__ = [
     "ATTRIBUTORS",
     "REORDER_RULES",
     "Attribution",
+    "AttributionContext",
     "Attributor",
     "Detail",
     "EvaluatorAttributor",

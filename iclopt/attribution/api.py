@@ -7,25 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from iclopt.attribution.base import ATTRIBUTORS, Attribution, Attributor
+from iclopt.attribution.context import AttributionContext
 from iclopt.data import Example, Task
-from iclopt.errors import InputDataError
 from iclopt.evaluation import Budget, ResultCache, Scoring
 from iclopt.llms import LLM, get_llm
 from iclopt.prompts import Prompt, Template
 
 __all__ = ["attribute", "make_attributor"]
-
-
-def _result_cache(cache: str | os.PathLike[str] | ResultCache | bool | None) -> ResultCache | None:
-    if isinstance(cache, ResultCache):
-        return cache
-    if cache is True:
-        from iclopt.api import default_cache_path
-
-        return ResultCache(default_cache_path())
-    if cache is False or cache is None:
-        return None
-    return ResultCache(cache)
 
 
 def make_attributor(
@@ -35,46 +23,45 @@ def make_attributor(
     template: Template | None = None,
     scoring: Scoring = "auto",
     max_new_tokens: int | None = None,
-    cache: ResultCache | None = None,
+    cache: str | os.PathLike[str] | ResultCache | bool | None = None,
     budget: Budget | None = None,
     seed: int | None = 0,
     **options: Any,
 ) -> Attributor:
-    """Build a registered attributor with the settings that apply to it.
+    """Build a registered attributor from the shared settings and its own options.
 
-    ``detail`` takes ``layer``, ``lam``, ``center``, ``projection_dim`` and ``seed``;
-    ``loo`` takes ``utility`` and the evaluator settings; ``shapley`` also takes
-    ``max_permutations``, ``min_permutations``, ``tolerance``, ``truncation`` and ``seed``.
+    The method takes the settings its constructor names (see
+    :meth:`Attributor.from_context`) and its own options (``detail``: ``layer``, ``lam``,
+    ``center``, ``rank_by``, ``projection_dim``; ``loo``: ``utility``; ``shapley``:
+    ``utility``, ``max_permutations``, ``min_permutations``, ``tolerance``,
+    ``truncation``). An option set to ``None`` is left to the method's default.
+
+    Args:
+        method: A name in :data:`~iclopt.attribution.ATTRIBUTORS`.
+        llm: The model.
+        template: Prompt template.
+        scoring: How black-box methods score answers.
+        max_new_tokens: Generation cap of black-box methods.
+        cache: As in :func:`iclopt.optimize`; opened only for a method that takes a cache.
+        budget: Charged for every evaluation.
+        seed: Seed of the method.
+        **options: The method's own settings.
 
     Raises:
         UnknownNameError: Unknown method (the message lists the valid ones).
         InputDataError: An option the method does not take.
     """
-    cls = ATTRIBUTORS.get(method)
-    if cls.needs_hidden_states:
-        kwargs: dict[str, Any] = {"llm": llm, "template": template, "seed": seed}
-    else:
-        kwargs = {
-            "llm": llm,
-            "template": template,
-            "scoring": scoring,
-            "max_new_tokens": max_new_tokens,
-            "cache": cache,
-            "budget": budget,
-        }
-        if method == "shapley":
-            kwargs["seed"] = seed
-    import inspect
-
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    bad = sorted(k for k, v in options.items() if k not in accepted and v is not None)
-    if bad:
-        raise InputDataError(
-            f"method {method!r} does not take {', '.join(bad)}; it takes "
-            f"{', '.join(sorted(accepted - {'llm'}))}"
-        )
-    kwargs.update({k: v for k, v in options.items() if v is not None})
-    return cls(**kwargs)
+    context = AttributionContext(
+        llm=llm,
+        template=template,
+        scoring=scoring,
+        max_new_tokens=max_new_tokens,
+        cache=cache,
+        budget=budget,
+        seed=seed,
+    )
+    given = {k: v for k, v in options.items() if v is not None}
+    return ATTRIBUTORS.get(method).from_context(context, **given)
 
 
 def attribute(
@@ -131,7 +118,7 @@ def attribute(
         template=template,
         scoring=scoring,
         max_new_tokens=max_new_tokens,
-        cache=_result_cache(cache) if not ATTRIBUTORS.get(method).needs_hidden_states else None,
+        cache=cache,
         budget=budget,
         seed=seed,
         **options,

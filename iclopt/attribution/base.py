@@ -2,7 +2,8 @@
 
 Every method answers the same question through the same call,
 ``Attributor.attribute(task, prompt, queries) -> Attribution`` (as every Captum method
-exposes ``.attribute()``), and is registered by name in :data:`ATTRIBUTORS`.
+exposes ``.attribute()``), is registered by name in :data:`ATTRIBUTORS` and builds itself
+from the shared settings with :meth:`Attributor.from_context`.
 
 Sign convention, for every method: ``scores[j]`` is the contribution of the ``j``-th
 demonstration of the prompt (in prompt order) to the prompt's quality on the queries;
@@ -16,18 +17,21 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from iclopt.artifacts import reading
+from iclopt.attribution.context import AttributionContext
+from iclopt.components import Component, register_component
 from iclopt.data import Example, Task
 from iclopt.errors import InputDataError
 from iclopt.evaluation import Budget, Cost, Evaluator, ResultCache, Scoring
 from iclopt.llms.base import LLM
+from iclopt.params import Options, parameter_names
 from iclopt.prompts import Prompt, Template
 from iclopt.registry import Registry
 from iclopt.reports.attribution import plot_attribution, write_attribution
@@ -42,16 +46,17 @@ __all__ = [
 
 #: Attribution methods by name (``detail``, ``loo``, ``shapley``).
 ATTRIBUTORS: Registry[type[Attributor]] = Registry("attribution method")
+AttributorT = TypeVar("AttributorT", bound="Attributor")
 
 
-def register_attributor(name: str) -> Any:
-    """Class decorator registering an attributor under ``name``; duplicates raise."""
+def register_attributor(name: str) -> Callable[[type[AttributorT]], type[AttributorT]]:
+    """Class decorator registering an attributor under ``name``; duplicates raise.
 
-    def deco(cls: type[Attributor]) -> type[Attributor]:
-        cls.name = name
-        return ATTRIBUTORS.register(name)(cls)
-
-    return deco
+    It also sets the class's ``name`` and its ``description`` (the line ``iclopt methods``
+    prints): the first line of its docstring, without the final period (see
+    :func:`~iclopt.components.register_component`).
+    """
+    return register_component(ATTRIBUTORS, name)
 
 
 def score_labels(method: str) -> dict[str, str]:
@@ -246,15 +251,18 @@ class Attribution:
         return write_attribution(self.as_dict(), out_dir)
 
 
-class Attributor(ABC):
+class Attributor(Component, ABC):
     """Explains a prompt: one contribution score per demonstration.
 
-    ``__init__`` only stores keyword arguments (the LLM and the method's settings);
-    validation happens in :meth:`attribute`.
+    A :class:`~iclopt.components.Component`: ``__init__`` only stores keyword arguments
+    (the LLM and the method's settings) and :meth:`config` reads them from the signature.
+    A subclass declares the constraints of its own parameters in
+    ``_parameter_constraints`` (merged with its bases'; see :mod:`iclopt.params`) and
+    implements :meth:`_attribute`; :meth:`attribute`, the one entry point, checks the
+    parameters and the prompt first. :meth:`from_context` builds a method from the
+    settings every method shares.
     """
 
-    #: Registered name (set by :func:`register_attributor`).
-    name: ClassVar[str] = ""
     #: Whether the method needs a white-box backend (hidden states).
     needs_hidden_states: ClassVar[bool] = False
     #: How a report reads ``scores``: ``"change"`` (of the prompt's utility: points of
@@ -264,17 +272,51 @@ class Attributor(ABC):
     #: What one score is, as the report's sentence says it (lower case).
     score_measure: ClassVar[str] = "its contribution to the prompt's score"
 
-    @abstractmethod
+    @classmethod
+    def from_context(
+        cls: type[AttributorT], context: AttributionContext, **options: Any
+    ) -> AttributorT:
+        """Build the method from the shared settings and its own options.
+
+        The default passes every setting of ``context`` that ``__init__`` names (``llm``,
+        ``template``, ``scoring``, ``max_new_tokens``, ``cache``, ``budget``, ``seed``;
+        the cache is opened only for a method that takes one), then ``options`` on top. A
+        subclass that derives its arguments differently overrides it.
+
+        Args:
+            context: The model and the evaluation settings.
+            **options: The method's own constructor arguments (``layer``, ``utility``,
+                ``max_permutations``, ...).
+
+        Raises:
+            InputDataError: An option ``__init__`` does not take (the message lists those
+                it takes).
+        """
+        names = parameter_names(cls)
+        bad = sorted(set(options) - set(names))
+        if bad:
+            raise InputDataError(
+                f"method {cls.name!r} does not take {', '.join(bad)}; it takes "
+                f"{', '.join(sorted(set(names) - {'llm'}))}"
+            )
+        shared = set(AttributionContext.names())
+        kwargs = {n: context.setting(n) for n in names if n in shared and n not in options}
+        kwargs.update(options)
+        return cls(**kwargs)
+
     def attribute(
-        self, task: Task, prompt: Prompt, queries: Sequence[Example] | None = None
+        self, task: Task, prompt: Prompt, queries: Sequence[Example | str] | None = None
     ) -> Attribution:
         """Attribute the quality of ``prompt`` on ``queries`` to its demonstrations.
+
+        Checks the declared parameters and the prompt, then runs :meth:`_attribute`.
 
         Args:
             task: The task; ``prompt.demos`` index ``task.pool``.
             prompt: The prompt to explain; needs at least one demonstration.
             queries: Labelled queries the contributions are measured on; default
-                ``task.val``.
+                ``task.val``. A method that can (DETAIL) also takes plain strings,
+                unlabelled queries.
 
         Returns:
             The :class:`Attribution`.
@@ -282,6 +324,25 @@ class Attributor(ABC):
         Raises:
             InputDataError: No demonstrations, bad ids, or bad settings.
         """
+        self._check_parameters()
+        self._check_prompt(task, prompt)
+        return self._attribute(task, prompt, queries)
+
+    @abstractmethod
+    def _attribute(
+        self, task: Task, prompt: Prompt, queries: Sequence[Example | str] | None
+    ) -> Attribution:
+        """The method itself, called by :meth:`attribute` once the inputs are checked."""
+
+    def _config_value(self, name: str, value: Any) -> Any:
+        """Objects by name: the model by identity, the cache by path, the rest as dicts."""
+        if isinstance(value, LLM):
+            return value.identity
+        if isinstance(value, (Template, Budget)):
+            return value.as_dict()
+        if isinstance(value, ResultCache):
+            return str(value.path)
+        return super()._config_value(name, value)
 
     @staticmethod
     def _check_prompt(task: Task, prompt: Prompt) -> None:
@@ -305,6 +366,10 @@ class EvaluatorAttributor(Attributor):
         cache: Result cache, or ``None``.
         budget: Charged for every evaluation, or ``None`` for no cap.
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "utility": [Options("auto", "metric", "logprob")],
+    }
 
     def __init__(
         self,
@@ -339,12 +404,20 @@ class EvaluatorAttributor(Attributor):
             **kwargs,
         )
 
-    def _utility_kind(self, evaluator: Evaluator) -> str:
-        if self.utility not in ("auto", "metric", "logprob"):
+    def _labelled(self, task: Task, queries: Sequence[Example | str] | None) -> list[Example]:
+        """The queries (default ``task.val``), which must be labelled.
+
+        Raises:
+            InputDataError: A query is a plain string (its label is needed).
+        """
+        qs = list(task.val if queries is None else queries)
+        if any(not isinstance(q, Example) for q in qs):
             raise InputDataError(
-                f"The 'utility' parameter of {type(self).__name__} must be 'auto', 'metric' "
-                f"or 'logprob'. Got {self.utility!r} instead."
+                f"{type(self).__name__} needs labelled queries (Examples), not plain strings"
             )
+        return [q for q in qs if isinstance(q, Example)]
+
+    def _utility_kind(self, evaluator: Evaluator) -> str:
         if self.utility == "logprob" and evaluator.scoring != "labels":
             raise InputDataError("utility 'logprob' needs label scoring (a classification task)")
         if self.utility == "auto":

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
@@ -45,6 +46,7 @@ from iclopt.data import Example, Task
 from iclopt.errors import InputDataError
 from iclopt.evaluation import Cost
 from iclopt.llms.base import LLM, WhiteBoxLLM
+from iclopt.params import Interval, Options, check_parameters
 from iclopt.prompts import Prompt, Template
 
 __all__ = ["Detail", "RidgeInfluence", "ridge_influence"]
@@ -172,6 +174,12 @@ class Detail(Attributor):
     needs_hidden_states = True
     score_scale = "share"
     score_measure = "DETAIL's test influence"
+    #: ``layer`` is checked against the model's depth in :meth:`_attribute`.
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "lam": [Interval(float, 0, None, closed="neither")],
+        "rank_by": [Options("auto", "self", "test")],
+        "projection_dim": [Interval(int, 1, None), None],
+    }
 
     def __init__(
         self,
@@ -205,33 +213,16 @@ class Detail(Attributor):
             )
         return llm
 
-    def _check(self) -> int:
-        """Validate the settings; return the layer to use."""
-        llm = self._white_box()
-        n_layers = llm.num_layers
+    def _layer(self) -> int:
+        """The layer to read, checked against the model's depth (not known before)."""
+        n_layers = self._white_box().num_layers
         layer = n_layers // 2 if self.layer is None else self.layer
-        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= n_layers:
+        try:
+            check_parameters("Detail", {"layer": [Interval(int, 0, n_layers)]}, {"layer": layer})
+        except InputDataError as exc:
             raise InputDataError(
-                f"The 'layer' parameter of Detail must be an int in [0, {n_layers}] "
-                f"(0 = embeddings). Got {layer!r} instead."
-            )
-        if not isinstance(self.lam, (int, float)) or not self.lam > 0:
-            raise InputDataError(
-                "The 'lam' parameter of Detail must be a float in (0, inf). "
-                f"Got {self.lam!r} instead."
-            )
-        if self.rank_by not in ("auto", "self", "test"):
-            raise InputDataError(
-                "The 'rank_by' parameter of Detail must be 'auto', 'self' or 'test'. "
-                f"Got {self.rank_by!r} instead."
-            )
-        if self.projection_dim is not None and (
-            not isinstance(self.projection_dim, int) or self.projection_dim < 1
-        ):
-            raise InputDataError(
-                f"The 'projection_dim' parameter of Detail must be an int in [1, inf) or None. "
-                f"Got {self.projection_dim!r} instead."
-            )
+                f"{exc} Layer 0 is the embeddings, {n_layers} the last layer."
+            ) from None
         return layer
 
     def _render(
@@ -244,11 +235,8 @@ class Detail(Attributor):
         return template.render_text(prompt.instruction, demos, query)
 
     # ------------------------------------------------------------------ main
-    def attribute(
-        self,
-        task: Task,
-        prompt: Prompt,
-        queries: Sequence[Example | str] | None = None,
+    def _attribute(
+        self, task: Task, prompt: Prompt, queries: Sequence[Example | str] | None
     ) -> Attribution:
         """Attribute ``prompt``'s demonstrations (see :meth:`Attributor.attribute`).
 
@@ -256,8 +244,7 @@ class Detail(Attributor):
         surrogate's own prediction (a pseudo-label). An empty list computes self
         influence only (noisy-label screening, the cheapest call).
         """
-        layer = self._check()
-        self._check_prompt(task, prompt)
+        layer = self._layer()
         start = time.perf_counter()
         template = self.template or Template()
         demos = [task.pool[i] for i in prompt.demos]
@@ -314,7 +301,7 @@ class Detail(Attributor):
             llm_calls=len(texts) or 1, prompt_tokens=fed, seconds=time.perf_counter() - start
         )
         return Attribution(
-            method="detail",
+            method=self.name,
             task=task.name,
             model=self.llm.identity,
             prompt=prompt,

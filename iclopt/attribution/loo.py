@@ -41,12 +41,11 @@ class LeaveOneOut(EvaluatorAttributor):
 
     score_measure = "how much the prompt's score drops without it"
 
-    def attribute(
-        self, task: Task, prompt: Prompt, queries: Sequence[Example] | None = None
+    def _attribute(
+        self, task: Task, prompt: Prompt, queries: Sequence[Example | str] | None
     ) -> Attribution:
         """Attribute ``prompt``'s demonstrations (see :meth:`Attributor.attribute`)."""
-        self._check_prompt(task, prompt)
-        qs = list(task.val if queries is None else queries)
+        qs = self._labelled(task, queries)
         if not qs:
             raise InputDataError("leave-one-out needs at least one labelled query")
         evaluator = self._evaluator(task)
@@ -65,7 +64,7 @@ class LeaveOneOut(EvaluatorAttributor):
             per_query[i] = v_all - self._per_query_values(ev.per_example, qs, kind)
         cost.seconds = time.perf_counter() - start
         return Attribution(
-            method="loo",
+            method=self.name,
             task=task.name,
             model=self.llm.identity,
             prompt=prompt,

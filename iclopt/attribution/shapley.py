@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from iclopt.data import Example, Task
 from iclopt.errors import BudgetExhausted, InputDataError
 from iclopt.evaluation import Budget, Cost, ResultCache, Scoring
 from iclopt.llms.base import LLM
+from iclopt.params import Interval
 from iclopt.prompts import Prompt, Template
 
 __all__ = ["Shapley"]
@@ -62,6 +64,12 @@ class Shapley(EvaluatorAttributor):
     """
 
     score_measure = "its average contribution over random orders (Shapley value)"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "max_permutations": [Interval(int, 2, None)],
+        "min_permutations": [Interval(int, 2, None)],
+        "tolerance": [Interval(float, 0, None, closed="neither"), None],
+        "truncation": [Interval(float, 0, None, closed="neither"), None],
+    }
 
     def __init__(
         self,
@@ -94,34 +102,15 @@ class Shapley(EvaluatorAttributor):
         self.truncation = truncation
         self.seed = seed
 
-    def _check_settings(self) -> None:
-        for name, value, low in (
-            ("max_permutations", self.max_permutations, 2),
-            ("min_permutations", self.min_permutations, 2),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InputDataError(
-                    f"The {name!r} parameter of Shapley must be an int in [{low}, inf). "
-                    f"Got {value!r} instead."
-                )
-        for name, fvalue in (("tolerance", self.tolerance), ("truncation", self.truncation)):
-            if fvalue is not None and not (isinstance(fvalue, (int, float)) and fvalue > 0):
-                raise InputDataError(
-                    f"The {name!r} parameter of Shapley must be a float in (0, inf) or None. "
-                    f"Got {fvalue!r} instead."
-                )
-
-    def attribute(
-        self, task: Task, prompt: Prompt, queries: Sequence[Example] | None = None
+    def _attribute(
+        self, task: Task, prompt: Prompt, queries: Sequence[Example | str] | None
     ) -> Attribution:
         """Attribute ``prompt``'s demonstrations (see :meth:`Attributor.attribute`).
 
         Raises:
             BudgetExhausted: The budget did not allow two complete permutations.
         """
-        self._check_settings()
-        self._check_prompt(task, prompt)
-        qs = list(task.val if queries is None else queries)
+        qs = self._labelled(task, queries)
         if not qs:
             raise InputDataError("Shapley values need at least one labelled query")
         evaluator = self._evaluator(task)
@@ -188,7 +177,7 @@ class Shapley(EvaluatorAttributor):
         t = len(marginals)
         cost.seconds = time.perf_counter() - start
         return Attribution(
-            method="shapley",
+            method=self.name,
             task=task.name,
             model=self.llm.identity,
             prompt=prompt,

@@ -15,6 +15,7 @@ from iclopt.attribution.base import Attribution
 from iclopt.data import Task
 from iclopt.errors import InputDataError
 from iclopt.llms import LLM
+from iclopt.params import Interval, Options, check_parameters
 from iclopt.prompts import Prompt
 
 __all__ = ["REORDER_RULES", "curate", "most_harmful", "reorder", "suspects"]
@@ -61,10 +62,7 @@ def curate(
         >>> curate(task, attr, drop=4).demos  # doctest: +SKIP
     """
     k = len(attr.prompt.demos)
-    if not isinstance(drop, int) or isinstance(drop, bool) or not 0 <= drop <= k:
-        raise InputDataError(
-            f"The 'drop' parameter of curate must be an int in [0, {k}]. Got {drop!r} instead."
-        )
+    check_parameters("curate", {"drop": [Interval(int, 0, k)]}, {"drop": drop})
     worst = set(attr.ranking()[:drop])
     demos: list[int | None] = [None if j in worst else d for j, d in enumerate(attr.prompt.demos)]
     if replace:
@@ -85,11 +83,7 @@ def reorder(attr: Attribution, rule: str = "helpful_last") -> Prompt:
         rule: ``"helpful_last"`` (most helpful closest to the query; the default, since
             small models weigh the last demonstrations most) or ``"helpful_first"``.
     """
-    if rule not in REORDER_RULES:
-        raise InputDataError(
-            f"The 'rule' parameter of reorder must be one of {', '.join(REORDER_RULES)}. "
-            f"Got {rule!r} instead."
-        )
+    check_parameters("reorder", {"rule": [Options(*REORDER_RULES)]}, {"rule": rule})
     order = np.argsort(attr.scores, kind="stable")  # least helpful first
     if rule == "helpful_first":
         order = order[::-1]

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from iclopt.components import Component, register_component
 from iclopt.data import Task
 from iclopt.errors import IcloptError, InputDataError
-from iclopt.params import Interval, check_parameters, json_parameter, parameter_names
+from iclopt.params import Interval
 from iclopt.prompts import Prompt
 from iclopt.registry import Registry
 
@@ -42,24 +43,17 @@ __all__ = [
 ]
 
 OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer")
+OptimizerT = TypeVar("OptimizerT", bound="Optimizer")
 
 
-def register_optimizer(name: str) -> Any:
+def register_optimizer(name: str) -> Callable[[type[OptimizerT]], type[OptimizerT]]:
     """Class decorator registering an optimizer under ``name``.
 
-    It also sets the class's :attr:`~Optimizer.description` (the line ``iclopt methods``
-    prints): the first line of its docstring, without the final period.
+    It also sets the class's ``name`` and its :attr:`~Optimizer.description` (the line
+    ``iclopt methods`` prints): the first line of its docstring, without the final period
+    (see :func:`~iclopt.components.register_component`).
     """
-    register = OPTIMIZERS.register(name)
-
-    def deco(cls: type[Optimizer]) -> type[Optimizer]:
-        summary = (cls.__doc__ or "").strip().splitlines()
-        if not summary or not summary[0].strip():
-            raise TypeError(f"optimizer {name!r} needs a docstring: its first line describes it")
-        cls.description = summary[0].strip().removesuffix(".")
-        return register(cls)
-
-    return deco
+    return register_component(OPTIMIZERS, name)
 
 
 class SearchSpaceExhausted(IcloptError):
@@ -154,14 +148,15 @@ class Trial:
         return self.queries is None and self.val is None
 
 
-class Optimizer(ABC):
+class Optimizer(Component, ABC):
     """Searches (instruction, ordered demonstrations) prompts by ask/tell.
 
-    ``__init__`` only stores its keyword arguments, under their own names: :meth:`config`
-    reads them from the signature. A subclass declares the constraints of its own
-    parameters in ``_parameter_constraints`` (merged with its bases'; see
-    :mod:`iclopt.params`); :meth:`setup` checks them all, then validates the parameters
-    against the task and creates fitted state (attributes ending in ``_``).
+    A :class:`~iclopt.components.Component`: ``__init__`` only stores its keyword
+    arguments, under their own names, and :meth:`config` reads them from the signature. A
+    subclass declares the constraints of its own parameters in ``_parameter_constraints``
+    (merged with its bases'; see :mod:`iclopt.params`); :meth:`setup` checks them all,
+    then validates the parameters against the task and creates fitted state (attributes
+    ending in ``_``).
 
     Args:
         k: Number of demonstrations per prompt.
@@ -173,9 +168,6 @@ class Optimizer(ABC):
     #: Whether trials score prompts on parts of the validation set (racing methods); a
     #: shared study cannot hold those yet.
     partial_evaluations: ClassVar[bool] = False
-    #: One line for ``iclopt methods``, set by :func:`register_optimizer` from the docstring.
-    description: ClassVar[str] = ""
-    #: Parameter name -> the constraints its value may satisfy (any one of them).
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"k": [Interval(int, 1, None)]}
 
     def __init__(
@@ -297,31 +289,11 @@ class Optimizer(ABC):
             why["val_signal"] = signals[prompt]
         return prompt, why
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON form), recorded in results; read from the signature.
-
-        ``type(self).from_config(self.config())`` builds an equivalent optimizer.
-        """
-        return {
-            name: self._config_value(name, getattr(self, name))
-            for name in parameter_names(type(self))
-        }
-
-    def _config_value(self, name: str, value: Any) -> Any:
-        """The JSON form of one constructor argument (a subclass names its objects)."""
-        return json_parameter(value)
-
-    @classmethod
-    def parameter_constraints(cls) -> dict[str, list[Any]]:
-        """Every declared constraint: the class's own and its bases' (a subclass wins)."""
-        merged: dict[str, list[Any]] = {}
-        for klass in reversed(cls.__mro__):
-            merged.update(vars(klass).get("_parameter_constraints", {}))
-        return merged
-
     @classmethod
     def from_config(cls, config: dict[str, Any], **objects: Any) -> Optimizer:
-        """Rebuild an optimizer from :meth:`config`.
+        """Rebuild an optimizer from :meth:`config` (recorded in results).
+
+        ``type(opt).from_config(opt.config())`` builds an equivalent optimizer.
 
         ``objects`` supplies non-JSON arguments (an embedder object, say) that the config
         only names.
@@ -331,15 +303,6 @@ class Optimizer(ABC):
         return cls(**kwargs)
 
     # ------------------------------------------------------------------ helpers
-    def _check_parameters(self) -> None:
-        """Check the declared constraints (one message format for every optimizer)."""
-        names = parameter_names(type(self))
-        check_parameters(
-            type(self).__name__,
-            self.parameter_constraints(),
-            {name: getattr(self, name) for name in names},
-        )
-
     def _check_setup(self) -> None:
         if not hasattr(self, "task_"):
             raise InputDataError(f"{type(self).__name__} must be setup(task) before use")

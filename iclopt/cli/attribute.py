@@ -89,7 +89,7 @@ def attribute(
     ),
     method: str = typer.Option(
         "detail",
-        help="detail (white-box, one forward pass), loo (leave-one-out) or shapley (Monte Carlo permutation Shapley); loo and shapley work with any model.",
+        help="detail (white-box, one forward pass), loo (leave-one-out) or shapley (Monte Carlo permutation Shapley); loo and shapley work with any model. `iclopt methods` lists every registered method.",
     ),
     source: TaskOptions = group(),
     ids: str = typer.Option(
@@ -157,13 +157,12 @@ def attribute(
     Writes attribution.json, attribution.md and a self-contained attribution.html.
     """
     from iclopt.attribution import ATTRIBUTORS, make_attributor
-    from iclopt.attribution.api import _result_cache
     from iclopt.evaluation import Budget
     from iclopt.prompts import Prompt, Template
     from iclopt.results import OptimizationResult
 
     quiet_libraries()
-    cls = ATTRIBUTORS.get(method)
+    ATTRIBUTORS.get(method)  # an unknown method fails before any work
     if out_dir.exists() and not out_dir.is_dir():
         raise InputDataError(f"{out_dir}: exists and is not a directory")
     given = sum(x is not None for x in (result, ids, demos))
@@ -227,7 +226,7 @@ def attribute(
         template=tmpl,
         scoring=ev.scoring.value,
         max_new_tokens=ev.max_new_tokens,
-        cache=None if cls.needs_hidden_states else _result_cache(ev.cache_arg()),
+        cache=ev.cache_arg(),
         budget=Budget(max_evaluations=max_evaluations) if max_evaluations is not None else None,
         seed=seed,
         **options,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.text import Text
@@ -101,22 +102,29 @@ def tasks() -> None:
 
 @app.command()
 def methods() -> None:
-    """List search methods, models and metrics by name."""
+    """List search, selection and attribution methods, scorers, models and metrics by name."""
+    from iclopt.attribution import ATTRIBUTORS
     from iclopt.bandits import DEFAULT_METHOD, OPTIMIZERS
     from iclopt.llms import LLMS
     from iclopt.metrics import METRICS
+    from iclopt.scoring import SCORERS
     from iclopt.selectors import SELECTORS
 
-    out.print("optimize --method:", highlight=False)
-    for name in OPTIMIZERS.names():
-        mark = " (default)" if name == DEFAULT_METHOD else ""
-        out.print(
-            f"  {name:10s} {OPTIMIZERS.get(name).description}{mark}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    from iclopt.scoring import SCORERS
+    registries: list[Any] = [OPTIMIZERS, SELECTORS, ATTRIBUTORS]
+    width = max(len(name) for reg in registries for name in reg)
 
+    def listing(title: str, registry: Any, default: str | None = None) -> None:
+        """One line per registered method: its name and its docstring's first line."""
+        out.print(title, highlight=False, soft_wrap=True)
+        for name in registry.names():
+            mark = " (default)" if name == default else ""
+            out.print(
+                f"  {name:{width}s} {registry.get(name).description}{mark}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    listing("optimize --method:", OPTIMIZERS, DEFAULT_METHOD)
     out.print("--scoring (auto: label-prob for classification, else generate):", highlight=False)
     for name in SCORERS.names():
         cls = SCORERS.get(name)
@@ -128,12 +136,12 @@ def methods() -> None:
             soft_wrap=True,
         )
     searches = sorted(set(OPTIMIZERS.names()) - set(SELECTORS.names()))
-    out.print(
-        f"compare --methods: {', '.join(SELECTORS.names())}; and every search: "
-        f"{', '.join(searches)}",
-        highlight=False,
-        soft_wrap=True,
+    listing(
+        f"select --method and compare --methods (compare also takes every search: "
+        f"{', '.join(searches)}):",
+        SELECTORS,
     )
+    listing("attribute --method:", ATTRIBUTORS)
     for title, reg in (
         ("models", LLMS),
         ("metrics", METRICS),

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from iclopt.components import Component, register_component
 from iclopt.data import Task
 from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError
 from iclopt.evaluation import Budget
 from iclopt.llms.base import LLM
+from iclopt.params import Interval, check_parameters
 from iclopt.prompts import Prompt
 from iclopt.registry import Registry
 
 __all__ = ["SELECTORS", "FitContext", "Selector", "register_selector"]
 
 SELECTORS: Registry[type[Selector]] = Registry("method")
+SelectorT = TypeVar("SelectorT", bound="Selector")
 
 
-def register_selector(name: str) -> Any:
-    """Class decorator registering a selector under ``name``."""
-    return SELECTORS.register(name)
+def register_selector(name: str) -> Callable[[type[SelectorT]], type[SelectorT]]:
+    """Class decorator registering a selector under ``name``.
+
+    It also sets the class's ``name`` and its ``description`` (the line ``iclopt methods``
+    prints): the first line of its docstring, without the final period (see
+    :func:`~iclopt.components.register_component`).
+    """
+    return register_component(SELECTORS, name)
 
 
 class FitContext:
@@ -65,12 +74,16 @@ class FitContext:
         return self.embedder
 
 
-class Selector(ABC):
+class Selector(Component, ABC):
     """Chooses k ordered demonstrations from ``task.pool``.
 
     Task-level selectors return one prompt for all queries and ignore ``query``; per-query
-    selectors (``per_query = True``) need the query. Pool-dependent work happens in
-    :meth:`fit`; fitted state ends in ``_``. ``__init__`` only stores keyword arguments.
+    selectors (``per_query = True``) need the query. A
+    :class:`~iclopt.components.Component`: ``__init__`` only stores its keyword arguments
+    (:meth:`config` reads them from the signature), a subclass declares the constraints of
+    its own parameters in ``_parameter_constraints`` (merged with its bases'; see
+    :mod:`iclopt.params`), and :meth:`fit` checks them all before any pool-dependent work;
+    fitted state ends in ``_``.
 
     Args:
         seed: Seed of the selector's own RNG; ``None`` draws fresh entropy.
@@ -78,13 +91,19 @@ class Selector(ABC):
 
     #: Whether :meth:`select` needs the query (one prompt per query).
     per_query: ClassVar[bool] = False
-    name: ClassVar[str] = ""
 
     def __init__(self, *, seed: int | None = None) -> None:
         self.seed = seed
 
     def fit(self, task: Task, context: FitContext | None = None) -> Selector:
-        """Prepare for ``task`` (embed the pool, query the LLM, ...)."""
+        """Check the declared parameters, then prepare for ``task`` (embed the pool, ...).
+
+        A subclass calls this first, then does its own pool-dependent work.
+
+        Raises:
+            InputDataError: A parameter breaks its declared constraints.
+        """
+        self._check_parameters()
         self.task_ = task
         self.rng_ = np.random.default_rng(self.seed)
         self.context_ = context or FitContext()
@@ -102,10 +121,7 @@ class Selector(ABC):
     # ------------------------------------------------------------------ helpers
     def _check(self, task: Task, k: int, query: str | None) -> None:
         name = type(self).__name__
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-            raise InputDataError(
-                f"The 'k' parameter of {name} must be an int in [1, inf). Got {k!r} instead."
-            )
+        check_parameters(name, {"k": [Interval(int, 1, None)]}, {"k": k})
         if k > len(task.pool):
             raise InputDataError(
                 f"k={k} is larger than the pool of task {task.name!r} ({len(task.pool)})"
@@ -122,9 +138,3 @@ class Selector(ABC):
             raise InputDataError(
                 f"{name} was fit on task {fitted.name!r}; fit it again for task {task.name!r}"
             )
-
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON form)."""
-        return {
-            k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")
-        }

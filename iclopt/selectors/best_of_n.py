@@ -15,7 +15,7 @@ __all__ = ["BestOfNSelector"]
 
 @register_selector("best-of-n")
 class BestOfNSelector(Selector):
-    """Evaluate ``budget`` random ordered k-sets on the validation set; keep the best.
+    """Evaluate random ordered k-sets on the validation set (the budget); keep the best.
 
     Uses :class:`~iclopt.bandits.RandomSearch` and the shared search loop, so it spends
     exactly what ``iclopt optimize --method best-of-n`` spends at the same budget.
@@ -24,8 +24,6 @@ class BestOfNSelector(Selector):
         seed: Seed of the search.
         budget: Validation evaluations; ``None`` takes the comparison's budget.
     """
-
-    name = "best-of-n"
 
     def __init__(self, *, seed: int | None = None, budget: int | None = None) -> None:
         super().__init__(seed=seed)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 
 from iclopt.data import Task
-from iclopt.errors import InputDataError
+from iclopt.params import Interval
 from iclopt.prompts import Prompt
 from iclopt.selectors.base import FitContext, Selector, register_selector
 
@@ -82,7 +84,11 @@ class DPPSelector(Selector):
     """
 
     per_query = True
-    name = "dpp"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "theta": [Interval(float, 0, None)],
+        "candidates": [Interval(int, 1, None)],
+        "jitter": [Interval(float, 0, None)],
+    }
 
     def __init__(
         self,
@@ -103,27 +109,6 @@ class DPPSelector(Selector):
         Raises:
             InputDataError: A parameter is invalid, or there is no embedder.
         """
-        name = type(self).__name__
-        for param, value, low in (("theta", self.theta, 0.0), ("jitter", self.jitter, 0.0)):
-            if (
-                not isinstance(value, (int, float))
-                or isinstance(value, bool)
-                or not np.isfinite(value)
-                or value < low
-            ):
-                raise InputDataError(
-                    f"The {param!r} parameter of {name} must be a float in [0, inf). "
-                    f"Got {value!r} instead."
-                )
-        if (
-            not isinstance(self.candidates, (int, np.integer))
-            or isinstance(self.candidates, bool)
-            or self.candidates < 1
-        ):
-            raise InputDataError(
-                f"The 'candidates' parameter of {name} must be an int in [1, inf). "
-                f"Got {self.candidates!r} instead."
-            )
         super().fit(task, context)
         self.embedder_ = self.context_.need_embedder(self.name)
         emb = np.asarray(self.embedder_([ex.input for ex in task.pool]), dtype=np.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from iclopt.data import Example, Task
 from iclopt.errors import InputDataError
 from iclopt.evaluation import Evaluator
 from iclopt.metrics import normalize
+from iclopt.params import Options
 from iclopt.prompts import Prompt
 from iclopt.selectors.base import FitContext, Selector, register_selector
 
@@ -59,7 +60,10 @@ class EntropySelector(Selector):
         max_permutations: Orders tried.
     """
 
-    name = "entropy"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "criterion": [Options("global", "local")],
+        "probe": [Options("val", "generate")],
+    }
 
     def __init__(
         self,
@@ -79,15 +83,8 @@ class EntropySelector(Selector):
     def fit(self, task: Task, context: FitContext | None = None) -> EntropySelector:
         """Remember the LLM; the search runs in :meth:`select` (it depends on k)."""
         super().fit(task, context)
-        if self.criterion not in ("global", "local"):
-            raise InputDataError(
-                "The 'criterion' parameter of EntropySelector must be 'global' or 'local'. "
-                f"Got {self.criterion!r} instead."
-            )
         if self.criterion == "local" and not task.labels:
             raise InputDataError("LocalE needs a classification task with a label set")
-        if self.probe not in ("val", "generate"):
-            raise InputDataError(f"probe must be 'val' or 'generate', got {self.probe!r}")
         self.llm_ = self.context_.need_llm(self.name)
         self.results_: dict[int, tuple[Prompt, list[tuple[tuple[int, ...], float]]]] = {}
         return self

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any, ClassVar
 
 import numpy as np
 
 from iclopt.data import Example, Task
 from iclopt.errors import InputDataError, LLMError
 from iclopt.evaluation import Evaluator
+from iclopt.params import Interval
 from iclopt.prompts import Prompt
 from iclopt.selectors.base import FitContext, Selector, register_selector
 
@@ -85,7 +87,10 @@ class MDLSelector(Selector):
     """
 
     per_query = True
-    name = "mdl"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "candidates_n": [Interval(int, 1, None)],
+        "window": [Interval(int, 1, None), None],
+    }
 
     def __init__(
         self, *, seed: int | None = None, candidates_n: int = 4, window: int | None = None
@@ -101,18 +106,6 @@ class MDLSelector(Selector):
             InputDataError: A parameter is invalid, the task has no label set, or the
                 embedder or LLM is missing.
         """
-        name = type(self).__name__
-        for param, value, allow_none in (
-            ("candidates_n", self.candidates_n, False),
-            ("window", self.window, True),
-        ):
-            if value is None and allow_none:
-                continue
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise InputDataError(
-                    f"The {param!r} parameter of {name} must be an int in [1, inf)"
-                    f"{' or None' if allow_none else ''}. Got {value!r} instead."
-                )
         if not task.labels:
             raise InputDataError(
                 f"method 'mdl' needs a classification task with a label set; task "

@@ -26,8 +26,6 @@ class RandomSelector(Selector):
         True
     """
 
-    name = "random"
-
     def fit(self, task: Task, context: FitContext | None = None) -> RandomSelector:
         """Fix the draw: with ``seed=None`` fresh entropy is drawn once here, not per call."""
         super().fit(task, context)

@@ -29,7 +29,6 @@ class SimilaritySelector(Selector):
     """
 
     per_query = True
-    name = "similarity"
 
     def fit(self, task: Task, context: FitContext | None = None) -> SimilaritySelector:
         """Embed the pool inputs."""
@@ -78,8 +77,6 @@ class ValSimilaritySelector(Selector):
         seed: Unused (deterministic).
         candidates: Size of the shortlist searched greedily.
     """
-
-    name = "similarity-val"
 
     def __init__(self, *, seed: int | None = None, candidates: int = 30) -> None:
         super().__init__(seed=seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from iclopt.data import Task
 from iclopt.errors import InputDataError
 from iclopt.evaluation import Evaluator
 from iclopt.metrics import normalize
+from iclopt.params import Options
 from iclopt.prompts import Prompt
 from iclopt.selectors.base import FitContext, Selector, register_selector
 
@@ -53,7 +54,9 @@ class UncertaintySelector(Selector):
         max_candidates: Rank at most this many pool items (a seeded random subset).
     """
 
-    name = "uncertainty"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "measure": [Options("disagreement", "entropy", "label_entropy")],
+    }
 
     def __init__(
         self,
@@ -75,11 +78,6 @@ class UncertaintySelector(Selector):
     def fit(self, task: Task, context: FitContext | None = None) -> UncertaintySelector:
         """Sample answers for the pool inputs and compute their uncertainty."""
         super().fit(task, context)
-        if self.measure not in ("disagreement", "entropy", "label_entropy"):
-            raise InputDataError(
-                "The 'measure' parameter of UncertaintySelector must be 'disagreement', "
-                f"'entropy' or 'label_entropy'. Got {self.measure!r} instead."
-            )
         if self.measure == "label_entropy" and not task.labels:
             raise InputDataError("measure 'label_entropy' needs a classification task (labels)")
         llm = self.context_.need_llm(self.name)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 
 from iclopt.data import Task
-from iclopt.errors import InputDataError
+from iclopt.params import Interval
 from iclopt.prompts import Prompt
 from iclopt.selectors.base import FitContext, Selector, register_selector
 
@@ -102,7 +104,10 @@ class VoteKSelector(Selector):
         4
     """
 
-    name = "votek"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "k_graph": [Interval(int, 1, None)],
+        "rho": [Interval(float, 1, None)],
+    }
 
     def __init__(self, *, seed: int | None = None, k_graph: int = 10, rho: float = 10.0) -> None:
         super().__init__(seed=seed)
@@ -115,26 +120,6 @@ class VoteKSelector(Selector):
         Raises:
             InputDataError: ``k_graph`` or ``rho`` is invalid, or there is no embedder.
         """
-        name = type(self).__name__
-        if (
-            not isinstance(self.k_graph, (int, np.integer))
-            or isinstance(self.k_graph, bool)
-            or self.k_graph < 1
-        ):
-            raise InputDataError(
-                f"The 'k_graph' parameter of {name} must be an int in [1, inf). "
-                f"Got {self.k_graph!r} instead."
-            )
-        if (
-            not isinstance(self.rho, (int, float))
-            or isinstance(self.rho, bool)
-            or not np.isfinite(self.rho)
-            or self.rho < 1
-        ):
-            raise InputDataError(
-                f"The 'rho' parameter of {name} must be a float in [1, inf). "
-                f"Got {self.rho!r} instead."
-            )
         super().fit(task, context)
         emb = self.context_.need_embedder(self.name)
         self.pool_emb_ = emb([ex.input for ex in task.pool])

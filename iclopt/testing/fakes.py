@@ -1,4 +1,4 @@
-"""A deterministic fake LLM whose answers depend on the demonstrations it is shown."""
+"""Deterministic fakes: LLMs whose answers depend on the demonstrations, and an embedder."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import numpy as np
 
 from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError, LLMError
-from iclopt.llms.base import LLM
+from iclopt.llms.base import LLM, WhiteBoxLLM
 
-__all__ = ["FakeEmbedder", "FakeLLM"]
+__all__ = ["FakeEmbedder", "FakeLLM", "FakeWhiteBoxLLM"]
 
 _BLOCK = re.compile(r"Input: (.*?)\nOutput: ?(.*?)(?:\n\n|$)", re.S)
+#: A fake token: a word or a punctuation mark, with the whitespace before it (as BPE's " yes").
+_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])")
 
 
 def _overlap(a: str, b: str) -> int:
@@ -108,6 +110,84 @@ class FakeLLM(LLM):
             0.0 if c.strip() == self._answer(p) else -5.0
             for p, c in zip(prompts, continuations, strict=True)
         ]
+
+
+class FakeWhiteBoxLLM(FakeLLM, WhiteBoxLLM):
+    """:class:`FakeLLM`'s answers, with the hidden states of a tiny deterministic causal model.
+
+    Tokens are words and punctuation marks, each with the whitespace before it. Layer 0
+    holds a hashed embedding of each token; each layer above adds to a token's state the
+    mean of the states up to it and squashes the sum (``tanh``), so a token's states
+    depend on its prefix only, as in a causal transformer, and never on the batch.
+
+    Args:
+        dim: Hidden size.
+        layers: Number of layers above the embeddings.
+        fail_on: As for :class:`FakeLLM`.
+
+    Example:
+        >>> llm = FakeWhiteBoxLLM()
+        >>> llm.hidden_states(["Input: a\\nOutput:"], layers=[0, 2])[0].shape
+        (2, 1, 16)
+    """
+
+    def __init__(self, *, dim: int = 16, layers: int = 2, fail_on: str | None = None) -> None:
+        super().__init__(fail_on=fail_on)
+        self.dim = dim
+        self.layers = layers
+
+    @property
+    def identity(self) -> str:
+        """Fixed identity, with the sizes."""
+        return f"fake-white-box-llm-v1-{self.dim}x{self.layers}"
+
+    @property
+    def num_layers(self) -> int:
+        """Layers above the embeddings."""
+        return self.layers
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each fake token (leading whitespace included)."""
+        return [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Fake tokens per text."""
+        return [len(self.token_offsets(t)) for t in texts]
+
+    def _states(self, text: str) -> np.ndarray:
+        """``(layers + 1) x tokens x dim`` states of ``text``."""
+        words = [text[s:e].strip().lower() for s, e in self.token_offsets(text)]
+        emb = np.zeros((len(words), self.dim))
+        for i, w in enumerate(words):
+            key = int.from_bytes(hashlib.md5(w.encode()).digest()[:8], "little")
+            emb[i] = np.random.default_rng(key).standard_normal(self.dim)
+        states = [emb]
+        seen = np.arange(1, len(words) + 1)[:, None]
+        for _ in range(self.layers):
+            h = states[-1]
+            states.append(np.tanh(h + np.cumsum(h, axis=0) / np.maximum(seen, 1)))
+        return np.stack(states)
+
+    def hidden_states(
+        self,
+        prompts: Sequence[str],
+        *,
+        layers: Sequence[int],
+        positions: Sequence[Sequence[int]] | None = None,
+    ) -> list[np.ndarray]:
+        """States at ``layers`` and ``positions`` (default: the last token) of each prompt."""
+        bad = [layer for layer in layers if not 0 <= layer <= self.layers]
+        if bad:
+            raise InputDataError(f"layers {bad} are outside [0, {self.layers}]")
+        out = []
+        for i, prompt in enumerate(prompts):
+            states = self._states(prompt)
+            n = states.shape[1]
+            pos = list(positions[i]) if positions is not None else [-1]
+            if any(not -n <= q < n for q in pos):
+                raise InputDataError(f"prompt {i}: positions {pos} outside its {n} tokens")
+            out.append(states[list(layers)][:, pos, :])
+        return out
 
 
 class FakeEmbedder(Embedder):

@@ -12,10 +12,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from iclopt.bandits.base import Optimizer, SearchSpaceExhausted, Trial
+from iclopt.bandits.base import OPTIMIZERS, Optimizer, SearchSpaceExhausted, Trial
 from iclopt.data import Task
 from iclopt.errors import InputDataError
 from iclopt.prompts import Prompt
+from iclopt.testing.components import (
+    bad_values,
+    check_config,
+    check_registration,
+    expect_parameter_error,
+)
 
 __all__ = ["check_optimizer", "drive", "synthetic_reward"]
 
@@ -72,7 +78,8 @@ def check_optimizer(
 ) -> None:
     """Assert the optimizer contract on ``task`` with synthetic rewards.
 
-    Checks: every prompt has k distinct in-pool ids and an instruction from the
+    Checks: the class is registered under its ``name`` and described by its docstring's
+    first line; every prompt has k distinct in-pool ids and an instruction from the
     candidates; nothing is proposed twice (re-scoring trials use pool queries outside the
     prompt, each (prompt, queries) once; a racing optimizer's partial trials name valid,
     distinct validation and pool queries and never score a prompt on a query twice); the
@@ -81,7 +88,8 @@ def check_optimizer(
     :meth:`~Optimizer.from_config` rebuilds an optimizer that replays the same trials; the
     recommendation is an evaluated prompt; the pool is untouched; k outside [1, pool]
     raises :class:`InputDataError`; a budget smaller than an explicit initial design raises
-    :class:`InputDataError`.
+    :class:`InputDataError`; every declared parameter, given a value its constraints
+    refuse, makes :meth:`~Optimizer.setup` raise :class:`InputDataError` naming it.
 
     Args:
         cls: The optimizer class.
@@ -97,6 +105,7 @@ def check_optimizer(
     """
     name = cls.__name__
     objects = objects or {}
+    check_registration(cls, OPTIMIZERS)
     before = copy.deepcopy(task.pool)
 
     def make(seed: int | None, **extra: Any) -> Optimizer:
@@ -143,8 +152,7 @@ def check_optimizer(
     assert _key(a) != _key(c), f"{name}: seeds 0 and 1 gave the same trials"
 
     opt = make(0)
-    cfg = opt.config()
-    assert json.loads(json.dumps(cfg)) == cfg, f"{name}: config is not JSON"
+    cfg = check_config(opt)
     rebuilt = cls.from_config(cfg, **objects)
     assert rebuilt.config() == cfg, f"{name}: config does not round-trip"
     assert _key(drive(rebuilt, task, budget)) == _key(a), f"{name}: rebuilt optimizer differs"
@@ -171,3 +179,11 @@ def check_optimizer(
             pass
         else:
             raise AssertionError(f"{name}: a budget below n_init did not raise InputDataError")
+    for param, value in bad_values(cls):
+        settings = {"k": k, "seed": 0, "instructions": instructions, **objects, **kwargs}
+        expect_parameter_error(
+            f"{name}.setup",
+            param,
+            lambda kw: cls(**kw).setup(task, budget=budget),
+            {**settings, param: value},
+        )
