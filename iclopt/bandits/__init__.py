@@ -1,16 +1,8 @@
-"""Ask/tell prompt optimizers, registered by name.
+"""Ask/tell prompt optimizers, registered by name (``OPTIMIZERS``).
 
-========== ==========================================================================
-name       what it is
-========== ==========================================================================
-best-of-n  random ordered k-tuples, keep the best validation score
-ease       EASE (Wu et al., 2024): NeuralUCB on encoder embeddings of the whole prompt
-neural     iclopt's bandit: Thompson-sampled ensemble on slot features, local moves,
-           re-scoring of the top prompts on extra queries
-gp         BoTorch SingleTaskGP + LogEI on PCA slot features
-tpe        Optuna multivariate TPE over k categorical slots (MIPROv2's search)
-race       racing over queries with an additive Thompson-sampled model of demos
-========== ==========================================================================
+One file per method, each registered with :func:`register_optimizer`, which takes the
+method's one-line description from its class docstring: ``iclopt methods`` lists them
+all, and ``OPTIMIZERS.get(name).description`` is that line.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from iclopt.attribution import ATTRIBUTORS
 from iclopt.cli._common import (
     O_QUIET,
     EvalOptions,
@@ -89,7 +90,7 @@ def attribute(
     ),
     method: str = typer.Option(
         "detail",
-        help="detail (white-box, one forward pass), loo (leave-one-out) or shapley (Monte Carlo permutation Shapley); loo and shapley work with any model. `iclopt methods` lists every registered method.",
+        help=f"Attribution method: {', '.join(ATTRIBUTORS)} (`iclopt methods` describes each); detail needs a white-box model (hidden states), the others work with any model.",
     ),
     source: TaskOptions = group(),
     ids: str = typer.Option(

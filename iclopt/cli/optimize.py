@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from iclopt.bandits import DEFAULT_METHOD, DEFAULT_SHARED_METHOD
+from iclopt.bandits import DEFAULT_METHOD, DEFAULT_SHARED_METHOD, OPTIMIZERS
 from iclopt.cli._common import (
     O_K,
     O_QUIET,
@@ -51,7 +51,7 @@ def optimize(
     ),
     method: str = typer.Option(
         None,
-        help=f"Search method (see `iclopt methods`): race (racing over queries with an additive model of demonstrations), best-of-n (random search), neural, ease, gp, tpe. Default: {DEFAULT_METHOD}; with --storage or --workers, {DEFAULT_SHARED_METHOD} ({DEFAULT_METHOD} cannot share a study yet).",
+        help=f"Search method: {', '.join(OPTIMIZERS)} (`iclopt methods` describes each). Default: {DEFAULT_METHOD}; with --storage or --workers, {DEFAULT_SHARED_METHOD} ({DEFAULT_METHOD} cannot share a study yet).",
     ),
     backend: LLMOptions = group(),
     seed: int = typer.Option(0, help="Seed of the search."),

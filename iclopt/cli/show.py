@@ -105,7 +105,7 @@ def methods() -> None:
     """List search, selection and attribution methods, scorers, models and metrics by name."""
     from iclopt.attribution import ATTRIBUTORS
     from iclopt.bandits import DEFAULT_METHOD, OPTIMIZERS
-    from iclopt.llms import LLMS
+    from iclopt.llms import BACKENDS, LLMS
     from iclopt.metrics import METRICS
     from iclopt.scoring import SCORERS
     from iclopt.selectors import SELECTORS
@@ -142,8 +142,6 @@ def methods() -> None:
         SELECTORS,
     )
     listing("attribute --method:", ATTRIBUTORS)
-    for title, reg in (
-        ("models", LLMS),
-        ("metrics", METRICS),
-    ):
-        out.print(f"{title}: {', '.join(reg.names())}", highlight=False)
+    usages = [BACKENDS.get(p).usage for p in BACKENDS.names()]
+    out.print(f"--model: {', '.join([*LLMS.names(), *usages])}", highlight=False, soft_wrap=True)
+    out.print(f"metrics: {', '.join(METRICS.names())}", highlight=False)
