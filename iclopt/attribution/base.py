@@ -417,6 +417,21 @@ class EvaluatorAttributor(Attributor):
             )
         return [q for q in qs if isinstance(q, Example)]
 
+    def _prepare(
+        self, task: Task, queries: Sequence[Example | str] | None, *, what: str
+    ) -> tuple[list[Example], Evaluator, str]:
+        """The labelled queries, the evaluator and the utility kind of one attribution.
+
+        Raises:
+            InputDataError: No labelled query (``what`` names the method in the message),
+                or a utility the scoring cannot give.
+        """
+        qs = self._labelled(task, queries)
+        if not qs:
+            raise InputDataError(f"{what} need at least one labelled query")
+        evaluator = self._evaluator(task)
+        return qs, evaluator, self._utility_kind(evaluator)
+
     def _utility_kind(self, evaluator: Evaluator) -> str:
         if self.utility == "logprob" and evaluator.scoring != "labels":
             raise InputDataError("utility 'logprob' needs label scoring (a classification task)")

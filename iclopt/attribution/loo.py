@@ -16,7 +16,6 @@ import numpy as np
 
 from iclopt.attribution.base import Attribution, EvaluatorAttributor, register_attributor
 from iclopt.data import Example, Task
-from iclopt.errors import InputDataError
 from iclopt.evaluation import Cost
 from iclopt.prompts import Prompt
 
@@ -45,11 +44,7 @@ class LeaveOneOut(EvaluatorAttributor):
         self, task: Task, prompt: Prompt, queries: Sequence[Example | str] | None
     ) -> Attribution:
         """Attribute ``prompt``'s demonstrations (see :meth:`Attributor.attribute`)."""
-        qs = self._labelled(task, queries)
-        if not qs:
-            raise InputDataError("leave-one-out needs at least one labelled query")
-        evaluator = self._evaluator(task)
-        kind = self._utility_kind(evaluator)
+        qs, evaluator, kind = self._prepare(task, queries, what="leave-one-out values")
         start = time.perf_counter()
         cost = Cost()
         full = evaluator.evaluate(prompt, qs)

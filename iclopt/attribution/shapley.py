@@ -22,7 +22,7 @@ import numpy as np
 
 from iclopt.attribution.base import Attribution, EvaluatorAttributor, register_attributor
 from iclopt.data import Example, Task
-from iclopt.errors import BudgetExhausted, InputDataError
+from iclopt.errors import BudgetExhausted
 from iclopt.evaluation import Budget, Cost, ResultCache, Scoring
 from iclopt.llms.base import LLM
 from iclopt.params import Interval
@@ -110,11 +110,7 @@ class Shapley(EvaluatorAttributor):
         Raises:
             BudgetExhausted: The budget did not allow two complete permutations.
         """
-        qs = self._labelled(task, queries)
-        if not qs:
-            raise InputDataError("Shapley values need at least one labelled query")
-        evaluator = self._evaluator(task)
-        kind = self._utility_kind(evaluator)
+        qs, evaluator, kind = self._prepare(task, queries, what="Shapley values")
         start = time.perf_counter()
         cost = Cost()
         n = len(prompt.demos)
