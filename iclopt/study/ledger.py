@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -163,11 +163,9 @@ class TrialLedger(ABC):
         """Whether any of ``trials`` is still being evaluated."""
         return any(t.state == "running" for t in trials)
 
-    def wait_idle(self, *, poll: float = 0.5, on_poll: Callable[[], None] | None = None) -> None:
+    def wait_idle(self, *, poll: float = 0.5) -> None:
         """Wait until no trial is running (crashed ones are failed on the way)."""
         while self.running(self.trials()):
-            if on_poll is not None:
-                on_poll()
             time.sleep(poll)
 
 
