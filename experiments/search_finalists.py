@@ -1,0 +1,136 @@
+"""Is race's final choice or its field of finalists the limit? Test scores of every finalist.
+
+For each ``race`` cell of the search benchmark (``experiments/search.py``), every prompt
+that entered its successive halving is scored on both test sets and on every labelled
+query it can be scored on (the 20 validation queries and the pool items outside it, with
+the labels the search saw), so that choice rules can be compared offline: the halving's
+answer, the best of the finalists on all their labelled queries, on the validation
+queries alone (what random search chooses by), on the pool alone, and the best on the
+in-distribution test (the oracle). One JSON per cell under ``--out``; a rerun scores only
+what is missing; ``--report-only`` prints the table.
+
+    python experiments/search_finalists.py --cells sentiment_v1:0,singular_to_plural_v1:1
+    python experiments/search_finalists.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import search as S  # the benchmark's tasks, splits and cells
+
+OUT = S.ROOT / "experiments" / "results" / "search-finalists"
+
+
+def score_cell(spec: str, seed: int, ctx: dict[str, Any], out: Path) -> None:
+    """Score every finalist of the ``race`` cell ``(spec, seed)``."""
+    from iclopt.evaluation import Evaluator
+    from iclopt.prompts import Prompt
+
+    dst = out / f"{spec}__s{seed}.json"
+    if dst.exists():
+        return
+    cell = json.loads((S.OUT / f"{spec}__race__s{seed}.json").read_text())
+    task, indist = S.load(spec)
+    ev = Evaluator(task, ctx["llm"], cache=ctx["cache"])
+    demos_seen: list[list[int]] = []
+    for e in cell["trace"]:
+        if e["source"] == "halving" and e["demos"] not in demos_seen:
+            demos_seen.append(e["demos"])
+    rows = []
+    for demos in demos_seen:
+        p = Prompt(None, tuple(demos))
+        labelled = list(task.val) + [x for i, x in enumerate(task.pool) if i not in set(demos)]
+        per = ev.evaluate(p, labelled).per_example
+        rows.append(
+            {
+                "demos": demos,
+                "execute": ev.evaluate(p, task.test).score,
+                "indist": ev.evaluate(p, indist).score,
+                "n_val": len(task.val),
+                "labelled": [[float(r["score"]), float(r["signal"])] for r in per],
+            }
+        )
+    dst.write_text(
+        json.dumps(
+            {"chosen": cell["final"]["demos"], "chosen_indist": cell["indist"], "finalists": rows}
+        )
+    )
+    print(
+        f"{spec} seed {seed}: chosen {cell['indist']:.3f}, finalists "
+        f"{[round(r['indist'], 3) for r in rows]}",
+        flush=True,
+    )
+
+
+def report(out: Path) -> str:
+    """The in-distribution test score of each choice rule, paired against the halving's."""
+    rules: dict[str, list[float]] = {}
+    cells = sorted(out.glob("*__s*.json"))
+    for f in cells:
+        d = json.loads(f.read_text())
+        fin = d["finalists"]
+        test = np.array([r["indist"] for r in fin])
+        nv = fin[0]["n_val"]
+        lab = [np.array(r["labelled"]) for r in fin]
+
+        def best(values: list[float], test: np.ndarray = test) -> float:
+            return float(test[int(np.argmax(values))])
+
+        got = {
+            "the halving's answer (race)": d["chosen_indist"],
+            "best on all labelled queries (metric)": best([x[:, 0].mean() for x in lab]),
+            "best on all labelled queries (signal)": best([x[:, 1].mean() for x in lab]),
+            "best on the 20 validation queries (metric)": best([x[:nv, 0].mean() for x in lab]),
+            "best on the pool queries (metric)": best([x[nv:, 0].mean() for x in lab]),
+            "mean finalist": float(test.mean()),
+            "best on the test itself (oracle)": float(test.max()),
+        }
+        for k, v in got.items():
+            rules.setdefault(k, []).append(v)
+    base = np.array(rules["the halving's answer (race)"])
+    lines = [
+        f"{len(cells)} race cells; in-distribution test score of the finalist each rule picks, "
+        "and its paired difference against the halving's answer (points, 95 % t-interval):",
+        "",
+        "| rule | in-dist. | diff [95% CI] |",
+        "|---|---|---|",
+    ]
+    for k, v in rules.items():
+        m, lo, hi = S._ci([100 * (a - b) for a, b in zip(v, base)])
+        lines.append(f"| {k} | {np.mean(v):.3f} | {m:+.1f} [{lo:+.1f}, {hi:+.1f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--cells", default="", help="TASK:SEED,... (race cells to score)")
+    ap.add_argument("--cache", type=Path, default=S.ROOT / ".iclopt-cache" / "search.sqlite")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only and args.cells:
+        import torch
+
+        from iclopt.evaluation import ResultCache
+        from iclopt.llms import smollm2
+
+        torch.set_num_threads(1)
+        ctx = {"llm": smollm2(num_threads=1).load(), "cache": ResultCache(args.cache)}
+        for item in args.cells.split(","):
+            spec, _, seed = item.rpartition(":")
+            score_cell(spec, int(seed), ctx, args.out)
+    print(report(args.out))
+
+
+if __name__ == "__main__":
+    main()
