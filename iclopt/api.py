@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from iclopt.bandits import DEFAULT_METHOD, DEFAULT_SHARED_METHOD, OPTIMIZERS, Optimizer
-from iclopt.bandits.base import check_fits
+from iclopt.bandits.base import SHARED_ARGUMENTS, check_fits, own_options
 from iclopt.data import Task
 from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError, UnknownNameError
@@ -107,11 +107,10 @@ def check_method_options(
 
     from iclopt.bandits.model_based import ModelBasedOptimizer
 
-    fixed = {"k", "seed", "instructions", "n_init", "embedder"}
     params = inspect.signature(cls.__init__).parameters
-    valid = sorted(p for p in params if p not in fixed | {"self"})
+    valid = sorted(own_options(cls))
     for key in options:
-        if key in fixed:
+        if key in SHARED_ARGUMENTS:
             raise InputDataError(f"option {key!r} has its own argument (--{key.replace('_', '-')})")
         if key not in params:
             raise InputDataError(

@@ -442,6 +442,7 @@ _NON_DEFAULT = {
         replace_share=0.0,
         n_finalists=3,
         mislabel_quantile=0.1,
+        explore_items=30,
         prior={"demo": 0.2},
     ),
     "neural": dict(
@@ -507,6 +508,7 @@ _EXPECTED_CONFIG = {
         "replace_share": 0.0,
         "n_finalists": 3,
         "mislabel_quantile": 0.1,
+        "explore_items": 30,
         "prior": {"demo": 0.2},
     },
     "neural": {
@@ -582,6 +584,7 @@ _DEFAULT_CONFIG = {
         "replace_share": 0.25,
         "n_finalists": 8,
         "mislabel_quantile": None,
+        "explore_items": None,
         "prior": None,
     },
     "tpe": {

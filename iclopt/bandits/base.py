@@ -34,10 +34,12 @@ from iclopt.registry import Registry
 
 __all__ = [
     "OPTIMIZERS",
+    "SHARED_ARGUMENTS",
     "Optimizer",
     "SearchSpaceExhausted",
     "Trial",
     "check_fits",
+    "own_options",
     "register_optimizer",
     "space_size",
 ]
@@ -58,6 +60,24 @@ def register_optimizer(name: str) -> Callable[[type[OptimizerT]], type[Optimizer
 
 class SearchSpaceExhausted(IcloptError):
     """Every prompt of the search space has been proposed; nothing new is left."""
+
+
+#: The arguments every optimizer gets from the search's own settings (not method options).
+SHARED_ARGUMENTS = frozenset({"k", "seed", "instructions", "n_init", "embedder"})
+
+
+def own_options(cls: type) -> list[str]:
+    """The constructor options of optimizer class ``cls`` beyond :data:`SHARED_ARGUMENTS`.
+
+    Example:
+        >>> from iclopt.bandits import OPTIMIZERS
+        >>> own_options(OPTIMIZERS.get("best-of-n"))
+        []
+    """
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    return [p for p in params if p != "self" and p not in SHARED_ARGUMENTS]
 
 
 def check_fits(

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from iclopt.bandits import DEFAULT_METHOD, DEFAULT_SHARED_METHOD, OPTIMIZERS
+from iclopt.bandits.base import own_options
 from iclopt.cli._common import (
     O_K,
     O_QUIET,
@@ -69,7 +70,8 @@ def optimize(
     ),
     option: list[str] = typer.Option(
         None,
-        help="A method option KEY=VALUE (repeatable; VALUE read as JSON, else as text), e.g. --option chunk=8 --option final=0.25 for a broader racing schedule of race (its options: explore, final, chunk, pool_queries, pool_weight, replace_share, n_finalists, mislabel_quantile; see docs/reference.md).",
+        help="A method option KEY=VALUE (repeatable; VALUE read as JSON, else as text), e.g. --option chunk=8 --option final=0.25 for a broader racing schedule of race "
+        f"(its options: {', '.join(own_options(OPTIMIZERS.get(DEFAULT_METHOD)))}; see docs/reference.md).",
     ),
     n_init: int = typer.Option(
         None,
