@@ -517,7 +517,8 @@ def progress_bar(quiet: bool) -> Any:
         TextColumn("{task.fields[note]}"),
         TimeElapsedColumn(),
         console=err,
-        disable=quiet,
+        # a bar is for a terminal: in a log file its last frame would read as the result
+        disable=quiet or not err.is_terminal,
     )
 
 

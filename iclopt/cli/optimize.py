@@ -311,10 +311,9 @@ def _search(
                 src = entry.info.get("source") or ""
                 spent[0] += entry.cost.calls
                 left = f"{max(0, est['calls'] - spent[0]):,} calls left" if by_calls else "study"
-                shown = (
-                    f"best val {best[0]:.3f}" if best[0] > float("-inf") else "no full score yet"
-                )
-                note = f"{shown} ({src}; {left})"
+                # a racing search scores partial evaluations only: no full score to show
+                shown = f"best val {best[0]:.3f} " if best[0] > float("-inf") else ""
+                note = f"{shown}({src}; {left})"
                 if storage is not None and study is not None:  # every worker's trials
                     from iclopt.study import SharedStudy
 

@@ -83,10 +83,13 @@ def save_run(
         written["report"] = report_path
     c = result.cost
     test = "n/a" if result.test_score is None else f"{result.test_score:.3f}"
+    hits = int(c.get("cache_hits", 0))
+    calls = int(c.get("llm_calls", 0)) + hits  # what the budget counted
+    cached = f" ({hits:,} from the cache)" if hits else ""
     fb.artifacts(
         written,
         headline=f"done: val {result.val_score:.3f}, test {test} after "
-        f"{c.get('evaluations', 0)} evaluations and {c.get('llm_calls', 0):,} LLM calls; wrote",
+        f"{c.get('evaluations', 0)} evaluations and {calls:,} LLM calls{cached}; wrote",
     )
     return written
 
