@@ -442,7 +442,6 @@ _NON_DEFAULT = {
         replace_share=0.0,
         n_finalists=3,
         mislabel_quantile=0.1,
-        explore_items=30,
         prior={"demo": 0.2},
     ),
     "neural": dict(
@@ -508,7 +507,6 @@ _EXPECTED_CONFIG = {
         "replace_share": 0.0,
         "n_finalists": 3,
         "mislabel_quantile": 0.1,
-        "explore_items": 30,
         "prior": {"demo": 0.2},
     },
     "neural": {
@@ -584,7 +582,6 @@ _DEFAULT_CONFIG = {
         "replace_share": 0.25,
         "n_finalists": 8,
         "mislabel_quantile": None,
-        "explore_items": None,
         "prior": None,
     },
     "tpe": {
