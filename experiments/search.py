@@ -311,7 +311,8 @@ def report(out: Path) -> str:
         h, i, j = _ci(held)
         lines.append(
             f"| {m} | {len(pairs)} | {a:+.1f} [{b:+.1f}, {c:+.1f}] | {e:+.1f} [{f:+.1f}, {g:+.1f}] "
-            f"| {w}/{len(di) - w - lo}/{lo} | {h:+.1f} [{i:+.1f}, {j:+.1f}] (n={len(held)}) |"
+            f"| {w}/{len(di) - w - lo}/{lo} | "
+            + (f"{h:+.1f} [{i:+.1f}, {j:+.1f}] (n={len(held)}) |" if len(held) > 1 else "— |")
         )
     lines += _ranking(by, tasks)
     lines += [

@@ -278,7 +278,7 @@ def optimize(
     else:
         optimizer = method
     # the search's evaluator and the one that scores its choice afterwards
-    scored_as = {
+    scored_as: dict[str, Any] = {
         "template": template,
         "scoring": scoring,
         "max_new_tokens": max_new_tokens,

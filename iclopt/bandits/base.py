@@ -76,8 +76,8 @@ def own_options(cls: type) -> list[str]:
     """
     import inspect
 
-    params = inspect.signature(cls.__init__).parameters
-    return [p for p in params if p != "self" and p not in SHARED_ARGUMENTS]
+    params = inspect.signature(cls).parameters
+    return [p for p in params if p not in SHARED_ARGUMENTS]
 
 
 def check_fits(
