@@ -186,15 +186,12 @@ class ToySolo(EvaluatorAttributor):
 
         zero = value(())
         per_query = np.stack([value((d,)) - zero for d in prompt.demos]) * self.scale
-        return Attribution(
-            method=self.name,
-            task=task.name,
-            model=self.llm.identity,
-            prompt=prompt,
-            demos=[task.pool[i] for i in prompt.demos],
+        return self._result(
+            task,
+            prompt,
+            qs,
             scores=per_query.mean(axis=1),
             per_query=per_query,
-            query_ids=[q.id for q in qs],
             cost=cost,
             config={"utility": kind, "scale": self.scale},
         )

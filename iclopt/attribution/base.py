@@ -271,6 +271,8 @@ class Attributor(Component, ABC):
     score_scale: ClassVar[str] = "change"
     #: What one score is, as the report's sentence says it (lower case).
     score_measure: ClassVar[str] = "its contribution to the prompt's score"
+    #: The LLM whose prompt is explained (every method's constructor takes it).
+    llm: LLM
 
     @classmethod
     def from_context(
@@ -349,6 +351,20 @@ class Attributor(Component, ABC):
         prompt.validate(len(task.pool))
         if not prompt.demos:
             raise InputDataError("the prompt has no demonstrations to attribute")
+
+    def _result(
+        self, task: Task, prompt: Prompt, queries: Sequence[Example | str], **fields: Any
+    ) -> Attribution:
+        """This method's :class:`Attribution` of ``prompt``; ``fields`` are the rest of it."""
+        return Attribution(
+            method=self.name,
+            task=task.name,
+            model=self.llm.identity,
+            prompt=prompt,
+            demos=[task.pool[i] for i in prompt.demos],
+            query_ids=[q.id if isinstance(q, Example) else f"q{k}" for k, q in enumerate(queries)],
+            **fields,
+        )
 
 
 class EvaluatorAttributor(Attributor):

@@ -300,16 +300,13 @@ class Detail(Attributor):
         cost = Cost(
             llm_calls=len(texts) or 1, prompt_tokens=fed, seconds=time.perf_counter() - start
         )
-        return Attribution(
-            method=self.name,
-            task=task.name,
-            model=self.llm.identity,
-            prompt=prompt,
-            demos=demos,
+        return self._result(
+            task,
+            prompt,
+            qs,
             scores=scores,
             suspect=suspect,
             per_query=per_query,
-            query_ids=[q.id if isinstance(q, Example) else f"q{k}" for k, q in enumerate(qs)],
             cost=cost,
             config={
                 "layer": layer,

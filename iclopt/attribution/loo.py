@@ -58,15 +58,12 @@ class LeaveOneOut(EvaluatorAttributor):
             cost += ev.cost
             per_query[i] = v_all - self._per_query_values(ev.per_example, qs, kind)
         cost.seconds = time.perf_counter() - start
-        return Attribution(
-            method=self.name,
-            task=task.name,
-            model=self.llm.identity,
-            prompt=prompt,
-            demos=[task.pool[i] for i in prompt.demos],
+        return self._result(
+            task,
+            prompt,
+            qs,
             scores=per_query.mean(axis=1),
             per_query=per_query,
-            query_ids=[q.id for q in qs],
             cost=cost,
             config={
                 "utility": kind,

@@ -172,16 +172,13 @@ class Shapley(EvaluatorAttributor):
             )
         t = len(marginals)
         cost.seconds = time.perf_counter() - start
-        return Attribution(
-            method=self.name,
-            task=task.name,
-            model=self.llm.identity,
-            prompt=prompt,
-            demos=[task.pool[i] for i in prompt.demos],
+        return self._result(
+            task,
+            prompt,
+            qs,
             scores=np.mean(np.stack(marginals), axis=0),
             errors=errors,
             per_query=per_query_sum / t,
-            query_ids=[q.id for q in qs],
             cost=cost,
             config={
                 "utility": kind,
