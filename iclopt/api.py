@@ -103,16 +103,13 @@ def check_method_options(
     :meth:`~iclopt.bandits.Optimizer.setup` on ``task`` where that is cheap (not for the
     model-based methods, whose setup embeds the pool).
     """
-    import inspect
-
     from iclopt.bandits.model_based import ModelBasedOptimizer
 
-    params = inspect.signature(cls.__init__).parameters
     valid = sorted(own_options(cls))
     for key in options:
         if key in SHARED_ARGUMENTS:
             raise InputDataError(f"option {key!r} has its own argument (--{key.replace('_', '-')})")
-        if key not in params:
+        if key not in valid:
             raise InputDataError(
                 f"{cls.__name__} has no option {key!r}; valid: {', '.join(valid) or '(none)'}"
             )
