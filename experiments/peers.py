@@ -3,11 +3,13 @@
 Every method gets the same SmolLM2 (in process), the same labelled data (pool = DSPy's
 trainset, the 20 validation queries = DSPy's valset), the same k and about the same
 number of LLM calls (``--calls``) on that data; each chosen prompt (program) is scored
-on two test sets with iclopt's metric, by greedy generation:
+on two test sets with iclopt's metric, by greedy generation. Tasks, pools and test sets
+are the search benchmark's (``experiments/search.py``: its 8 tasks, ``NAME+flipP`` with a
+mislabeled pool included, its loader):
 
 - ``execute``: the task's 100 execute queries;
-- ``heldout``: an in-distribution set, a seeded random sample (``--heldout-seed``) of
-  the ``valid`` examples after the first 20, up to ``--heldout-size``.
+- ``heldout``: the search benchmark's in-distribution set, a seeded random sample of the
+  ``valid`` examples after the first 20, up to ``--heldout-size``.
 
 Methods (``--methods``, comma-separated):
 
@@ -18,7 +20,8 @@ Methods (``--methods``, comma-separated):
   ADAPTER ``chat`` (DSPy's ChatAdapter as shipped) or ``completion`` (the task prompt
   rendered as iclopt renders it; see ``peers_dspy.CompletionAdapter``).
 
-One JSON per (task, method, seed) in ``--out``; a rerun only runs what is missing.
+One JSON per (task, method, seed) in ``--out`` (committed as it finishes); a rerun only
+runs what is missing. The default ``--methods`` is ``SUITE`` (below).
 
     python experiments/peers.py                      # run what is missing, then report
     python experiments/peers.py --report-only        # docs/results.md from what exists
@@ -44,16 +47,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import search
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT.parent / "shared" / "benchmarks" / "instruction_induction"
-TASKS = ["sentiment_v1"]
 ICLOPT_METHODS = ["default", "best-of-n", "similarity", "uncertainty", "entropy", "random"]
 DSPY_OPTIMIZERS = ["labeled", "bootstrap-rs", "knn", "mipro", "simba", "gepa"]
 ADAPTERS = ["chat", "completion"]
 METHODS = [f"iclopt:{m}" for m in ICLOPT_METHODS] + [
     f"dspy:{o}:{a}" for o in DSPY_OPTIMIZERS for a in ADAPTERS
 ]
+#: The suite run by default: every method with iclopt's completion prompt, and DSPy's
+#: ChatAdapter as shipped where it is affordable on this machine (LabeledFewShot scores
+#: the test sets only, MIPROv2 fails in its first meta calls). The other chat cells cost
+#: 30-45 min per (task, seed) each here (about 1.5 s per chat call, over a thousand
+#: calls); they run when named in ``--methods``.
+SUITE = [m for m in METHODS if not m.endswith(":chat")] + ["dspy:labeled:chat", "dspy:mipro:chat"]
+OUT = ROOT / "experiments" / "results" / "peers"
 TEST_SETS = ("execute", "heldout")
 MAX_ERRORS = 10**9  # DSPy's errors before it cancels an evaluation (see run_dspy)
 BEGIN, END = "<!-- peers:begin (written by experiments/peers.py) -->", "<!-- peers:end -->"
@@ -65,36 +75,18 @@ log = logging.getLogger("peers")
 def load(task: str, args: Any) -> tuple[Any, list[Any]]:
     """The task (pool, val, test = execute) and the held-out in-distribution queries.
 
-    Pool examples whose input is a validation, execute or held-out query are dropped
-    before the pool is cut to ``--pool-size``.
+    The search benchmark's loader (``experiments/search.py``), so that both benchmarks
+    see the same pools (``NAME+flipP`` included), validation queries and test sets.
     """
-    from iclopt.data import Task, load_examples, load_task
+    import search
 
-    base = load_task(
-        pool=args.bench / "induce" / f"{task}.json",
-        val=args.bench / "valid" / f"{task}.json",
-        test=args.bench / "execute" / f"{task}.json",
-        name=task,
-        pool_size=None,
+    return search.load(
+        task,
+        bench=args.bench,
+        pool_size=args.pool_size,
         val_size=args.val_size,
         test_size=args.test_size,
-    )
-    rest = load_examples(args.bench / "valid" / f"{task}.json")[20:]
-    order = np.random.default_rng(args.heldout_seed).permutation(len(rest))
-    heldout = [rest[i] for i in order[: args.heldout_size]]
-    seen = {q.input.strip() for q in [*base.val, *base.test, *heldout]}
-    pool = [e for e in base.pool if e.input.strip() not in seen][: args.pool_size]
-    return (
-        Task(
-            task,
-            pool,
-            base.val,
-            base.test,
-            metric=base.metric,
-            labels=base.labels,
-            overlap_removed=len(base.pool) - len(pool),
-        ),
-        heldout,
+        indist_size=args.heldout_size,
     )
 
 
@@ -366,7 +358,7 @@ def run(args: Any, llm: Any = None) -> list[Path]:
     torch.set_num_threads(args.threads)
     ctx: dict[str, Any] = {
         "llm": llm if llm is not None else get_llm("smollm2", num_threads=args.threads).load(),
-        "cache": ResultCache(args.out / "cache.sqlite"),
+        "cache": ResultCache(args.cache),
         "embedder": default_embedder(),
         "tasks": {},
         "command": " ".join(["python", "experiments/peers.py", *map(shlex.quote, args.argv)]),
@@ -517,7 +509,7 @@ def report(args: Any) -> str:
         "",
     ]
     again = "python experiments/peers.py --report-only"
-    if args.out.resolve() != (ROOT / "runs" / "peers").resolve():
+    if args.out.resolve() != OUT.resolve():
         again += f" --out {shlex.quote(_relative(args.out))}"
     lines += ["```", *commands, again, "```", ""]
     for mch in sorted(machines):
@@ -738,20 +730,25 @@ def check_server(args: Any) -> str:
 # ---------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None = None) -> Any:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "peers")
+    ap.add_argument("--out", type=Path, default=OUT, help="one JSON per cell (committed)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=ROOT / ".iclopt-cache" / "search.sqlite",
+        help="result cache (shared with experiments/search.py; not committed)",
+    )
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     ap.add_argument("--csv", type=Path, default=ROOT / "experiments" / "results" / "peers.csv")
     ap.add_argument("--bench", type=Path, default=BENCH)
-    ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--tasks", default=",".join(search.TASKS))
+    ap.add_argument("--methods", default=",".join(SUITE))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--calls", type=int, default=400, help="LLM calls on labelled data")
+    ap.add_argument("--calls", type=int, default=1200, help="LLM calls on labelled data")
     ap.add_argument("--pool-size", type=int, default=100)
     ap.add_argument("--val-size", type=int, default=20)
     ap.add_argument("--test-size", type=int, default=100)
     ap.add_argument("--heldout-size", type=int, default=200)
-    ap.add_argument("--heldout-seed", type=int, default=0)
     ap.add_argument("--scoring", default="generate", choices=["generate", "auto"])
     ap.add_argument(
         "--meta-max-tokens",

@@ -95,23 +95,37 @@ def _flip(task: Any, percent: int) -> Any:
     return replace(task, pool=pool, name=f"{task.name}+flip{percent}")
 
 
-def load(spec: str) -> tuple[Any, list[Any]]:
-    """The task and its in-distribution test set."""
+def load(
+    spec: str,
+    *,
+    bench: Path = BENCH,
+    pool_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    indist_size: int = INDIST_SIZE,
+) -> tuple[Any, list[Any]]:
+    """The task and its in-distribution test set (sizes: the task files' defaults).
+
+    ``experiments/peers.py`` loads its tasks here too, so that both benchmarks see the same
+    pools, validation queries and test sets.
+    """
     from iclopt.data import load_examples, load_task
 
     name, _, flip = spec.partition("+flip")
+    sizes = {"pool_size": pool_size, "val_size": val_size, "test_size": test_size}
     task = load_task(
-        pool=BENCH / "induce" / f"{name}.json",
-        val=BENCH / "valid" / f"{name}.json",
-        test=BENCH / "execute" / f"{name}.json",
+        pool=bench / "induce" / f"{name}.json",
+        val=bench / "valid" / f"{name}.json",
+        test=bench / "execute" / f"{name}.json",
         name=name,
+        **{key: value for key, value in sizes.items() if value is not None},
     )
     if flip:
         task = _flip(task, int(flip))
-    rest = load_examples(BENCH / "valid" / f"{name}.json")[len(task.val) :]
+    rest = load_examples(bench / "valid" / f"{name}.json")[len(task.val) :]
     pool_inputs = {ex.input for ex in task.pool}
     rest = [ex for ex in rest if ex.input not in pool_inputs]
-    order = np.random.default_rng(INDIST_SEED).permutation(len(rest))[:INDIST_SIZE]
+    order = np.random.default_rng(INDIST_SEED).permutation(len(rest))[:indist_size]
     return task, [rest[i] for i in sorted(order)]
 
 
