@@ -402,18 +402,43 @@ def _ci95(d: Sequence[float]) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
+def complete_pairs(rows: list[dict], methods: Sequence[str]) -> set[tuple[str, int]]:
+    """(task, seed) pairs on which every one of ``methods`` has a cell (failed ones count).
+
+    Example:
+        >>> rows = [{"task": "t", "seed": 0, "method": m} for m in ("a", "b")]
+        >>> sorted(complete_pairs(rows + [{"task": "t", "seed": 1, "method": "a"}], ["a", "b"]))
+        [('t', 0)]
+    """
+    have: dict[tuple[str, int], set[str]] = {}
+    for r in rows:
+        have.setdefault((r["task"], r["seed"]), set()).add(r["method"])
+    return {pair for pair, got in have.items() if set(methods) <= got}
+
+
 def report(args: Any) -> str:
-    rows = [json.loads(p.read_text()) for p in sorted(args.out.glob("*__*__s*.json"))]
+    """The generated section of docs/results.md, from the (task, seed) pairs that are complete.
+
+    A pair enters once every method of ``--methods`` has its cell there, so that every
+    mean, rank and paired difference compares the methods on the same pairs.
+    """
+    cells = [json.loads(p.read_text()) for p in sorted(args.out.glob("*__*__s*.json"))]
+    methods = [m for m in args.methods if any(r["method"] == m for r in cells)]
+    pairs = complete_pairs(cells, methods)
+    all_pairs = {(r["task"], r["seed"]) for r in cells}
+    rows = [r for r in cells if r["method"] in methods and (r["task"], r["seed"]) in pairs]
     ok = [r for r in rows if "error" not in r]
     failed = [r for r in rows if "error" in r]
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    tasks = [t for t in dict.fromkeys(r["task"] for r in cells) if any(t == p[0] for p in pairs)]
     by: dict[tuple[str, str], list[dict]] = {}
     for r in ok:
         by.setdefault((r["task"], r["method"]), []).append(r)
     default = next((r["resolved"] for r in ok if r["method"] == "iclopt:default"), None)
     lines = [BEGIN, "", "## iclopt vs DSPy on SmolLM2-135M-Instruct", ""]
+    seeds = sorted({seed for _, seed in pairs})
     lines += [
+        f"{len(pairs)} (task, seed) pairs complete of {len(all_pairs)} started "
+        f"({len(methods)} methods each; seeds {', '.join(map(str, seeds)) or 'none'}); "
         f"{len(ok)} runs ({len(failed)} failed) over {len(tasks)} task(s): "
         + ", ".join(tasks)
         + f". iclopt's default method at run time: `{default}`. Budget: "
@@ -467,23 +492,27 @@ def report(args: Any) -> str:
             f"{np.mean(empty):.1f} | {np.mean([r['seconds'] for r in rs]):.0f} |"
         )
     lines.append("")
-    dspy_methods = [m for m in methods if m.startswith("dspy:")]
-    if any(r["method"] == "iclopt:default" for r in ok) and dspy_methods:
-        lines += ["### iclopt's default minus each DSPy optimizer (paired by task and seed)", ""]
+    others = [m for m in methods if m != "iclopt:default"]
+    if any(r["method"] == "iclopt:default" for r in ok) and others:
         lines += [
-            "| DSPy method | "
-            + " | ".join(f"{ts}: mean [95% CI] (pairs)" for ts in TEST_SETS)
-            + " |",
+            "### iclopt's default minus each other method (paired by task and seed)",
+            "",
+            "Points of test score (x100), mean over the pairs with a 95 % t-interval; a "
+            "positive number favours iclopt's default.",
+            "",
+        ]
+        lines += [
+            "| method | " + " | ".join(f"{ts}: diff [95% CI] (pairs)" for ts in TEST_SETS) + " |",
             "|---|" + "---|" * len(TEST_SETS),
         ]
-        for m in dspy_methods:
+        for m in others:
             cells = []
             for ts in TEST_SETS:
-                d = _paired(ok, "iclopt:default", m, ts)
-                if d:
+                d = 100 * np.asarray(_paired(ok, "iclopt:default", m, ts))
+                if len(d):
                     mean, lo, hi = _ci95(d)
-                    ci = f"[{lo:+.3f}, {hi:+.3f}]" if len(d) > 1 else "[one pair: no interval]"
-                    cells.append(f"{mean:+.3f} {ci} ({len(d)})")
+                    ci = f"[{lo:+.1f}, {hi:+.1f}]" if len(d) > 1 else "[one pair: no interval]"
+                    cells.append(f"{mean:+.1f} {ci} ({len(d)})")
                 else:
                     cells.append("—")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
