@@ -24,7 +24,6 @@ times the calls (the ceiling reference).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import math
@@ -164,7 +163,7 @@ def run_one(spec: str, method: str, seed: int, args: Any, ctx: dict[str, Any]) -
     name, overrides, mult = parse_method(method)
     cls = OPTIMIZERS.get(name)
     kwargs: dict[str, Any] = {"k": args.k, "seed": seed, **overrides}
-    if issubclass(cls, ModelBasedOptimizer) or "embedder" in inspect.signature(cls).parameters:
+    if issubclass(cls, ModelBasedOptimizer):
         if ctx.get("embedder") is None:
             from iclopt.embedders import default_embedder
 

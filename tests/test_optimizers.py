@@ -443,8 +443,6 @@ _NON_DEFAULT = {
         n_finalists=3,
         mislabel_quantile=0.1,
         prior={"demo": 0.2},
-        features=True,
-        embedder=FakeEmbedder(dim=8),
     ),
     "neural": dict(
         k=2,
@@ -510,8 +508,6 @@ _EXPECTED_CONFIG = {
         "n_finalists": 3,
         "mislabel_quantile": 0.1,
         "prior": {"demo": 0.2},
-        "features": True,
-        "embedder": "no-model",
     },
     "neural": {
         "k": 2,
@@ -587,8 +583,6 @@ _DEFAULT_CONFIG = {
         "n_finalists": 8,
         "mislabel_quantile": None,
         "prior": None,
-        "features": False,
-        "embedder": None,
     },
     "tpe": {
         "k": 5,
@@ -611,87 +605,3 @@ def test_config_is_read_from_the_signature_in_its_json_form(name):
     if name in _DEFAULT_CONFIG:
         assert json.dumps(default) == json.dumps(_DEFAULT_CONFIG[name])
     assert "config" not in vars(cls), "config() is written once, in Optimizer"
-
-
-def test_race_with_prompt_features_passes_the_conformance_suite():
-    check_optimizer(
-        OPTIMIZERS.get("race"),
-        get_task("sentiment"),
-        k=3,
-        budget=8,
-        objects={"embedder": FakeEmbedder(dim=32)},
-        chunk=4,
-        features=True,
-    )
-
-
-def test_the_additive_model_learns_a_shared_feature_weight():
-    """One feature drives the outcome; the demonstrations do not: the fit finds its weight
-    and ranks an unseen prompt by it."""
-    from iclopt.bandits.additive import AdditiveModel
-
-    rng = np.random.default_rng(0)
-    m = AdditiveModel(n_queries=10, n_demos=30, k=3, n_instructions=1, n_features=2)
-    for p in range(40):
-        demos = tuple(int(d) for d in rng.choice(30, 3, replace=False))
-        x = rng.normal(size=2)
-        for q in range(10):
-            m.add(prompt=p, demos=demos, instruction=0, query=q, y=0.3 * x[0], features=x)
-    post = m.fit()
-    w = m.feature_effects(post.mean)
-    assert w[0] > 0.15 and abs(w[1]) < 0.05, w  # shrunk a little by its prior
-    hi = m.prompt_value(post.mean, (0, 1, 2), 0, prompt=None, features=np.array([1.0, 0.0]))
-    lo = m.prompt_value(post.mean, (0, 1, 2), 0, prompt=None, features=np.array([-1.0, 0.0]))
-    assert hi - lo > 0.3
-    with pytest.raises(ValueError, match="2 prompt features"):
-        m.add(prompt=0, demos=(0, 1, 2), instruction=0, query=0, y=0.0)
-
-
-HIGH = 0.6
-
-
-def _search_recency(seed, *, features, calls=600):
-    """A 2-label task where only the label of the last demonstration matters (recency).
-
-    Every query's outcome is a coin flip whose odds are higher when the prompt ends with
-    label ``a``; the demonstrations have no effect of their own. Returns whether the
-    chosen prompt ends with ``a``, and the share of the model-guided trials (the field
-    the final choice is made from) whose prompt ends with ``a``.
-    """
-    from iclopt.data import Example, Task
-
-    rng = np.random.default_rng(seed + 4242)
-    pool = [Example(f"item {i}", "a" if i % 2 else "b", id=str(i)) for i in range(100)]
-    val = [Example(f"query {i}", "a", id=f"v{i}") for i in range(20)]
-    task = Task("recency", pool, val, [], metric="exact_match", labels=("a", "b"))
-    opt = OPTIMIZERS.get("race")(k=5, seed=seed, features=features, embedder=FakeEmbedder(16))
-    opt.setup(task, budget=calls // 20, query_budget=calls)
-    spent, guided = 0, []
-    while spent < calls:
-        try:
-            t = opt.ask()
-        except SearchSpaceExhausted:
-            break
-        if t.info["source"] in ("thompson", "replace-worst"):
-            guided.append(pool[t.prompt.demos[-1]].output == "a")
-        cols = list(range(20)) if t.full else list(t.val or ())
-        cols += [20 + i for i in t.queries or ()]
-        p = HIGH if pool[t.prompt.demos[-1]].output == "a" else 0.5
-        ys = (rng.random(len(cols)) < p).astype(float)
-        rows = [{"id": str(c), "score": y, "signal": y} for c, y in zip(cols, ys)]
-        opt.tell(t, float(ys.mean()), per_query=rows)
-        spent += len(cols)
-    best, _ = opt.recommend()
-    return pool[best.demos[-1]].output == "a", float(np.mean(guided))
-
-
-def test_prompt_features_find_a_shared_effect_that_demonstration_effects_miss():
-    """The label in the last slot is one feature for the model with prompt features and
-    100 slot effects for the one without: at equal calls, more of the first one's
-    model-guided prompts end with the good label, and its answers do at least as often."""
-    seeds = range(8)
-    on = [_search_recency(s, features=True) for s in seeds]
-    off = [_search_recency(s, features=False) for s in seeds]
-    field_on, field_off = np.mean([f for _, f in on]), np.mean([f for _, f in off])
-    assert field_on > field_off + 0.1, (field_on, field_off)
-    assert sum(a for a, _ in on) >= max(7, sum(a for a, _ in off)), (on, off)

@@ -4,15 +4,12 @@ The surrogate of :class:`~iclopt.bandits.race.RacingOptimizer`. One observation 
 query scored under one prompt (its continuous signal: the gold label's probability, or
 the metric), modelled as
 
-    y(p, q) = a_q + sum_{s} (b_{d_s} + c_{d_s, s}) + g_{instr(p)} + w . x(p) + u_p + noise
+    y(p, q) = a_q + sum_{s} (b_{d_s} + c_{d_s, s}) + g_{instr(p)} + u_p + noise
 
 with ``a_q`` the query's difficulty (a hard or mislabeled query is low for every prompt),
 ``b_d`` the effect of demonstration ``d`` anywhere in a prompt, ``c_{d,s}`` its extra
 effect in slot ``s`` (order), ``g`` the instruction's effect and ``u_p`` what is particular
-to the whole prompt (interactions), all with zero-mean Gaussian priors. ``x(p)`` are
-optional prompt features shared by every prompt (coverage, diversity, labels, ...: see
-:mod:`iclopt.bandits.prompt_features`), with weights ``w``: a handful of parameters that a
-few dozen prompts can pin down, where the demonstration effects cannot. This is an
+to the whole prompt (interactions), all with zero-mean Gaussian priors. This is an
 item-response model of per (prompt, example) outcomes in the spirit of PromptEval (Polo
 et al., 2024) and the per-demonstration "datamodels" of in-context learning (Chang & Jia,
 ACL 2023): a demonstration is learned once from every prompt it appears in, so one bad
@@ -66,10 +63,8 @@ class AdditiveModel:
         n_demos: Pool size.
         k: Slots per prompt.
         n_instructions: Candidate instructions.
-        n_features: Length of the prompt feature vector ``x(p)`` (0: none).
         prior: Prior standard deviations, as fractions of the observations' standard
-            deviation: ``query``, ``demo``, ``slot``, ``instruction``, ``feature`` (per
-            standardized unit), ``prompt``.
+            deviation: ``query``, ``demo``, ``slot``, ``instruction``, ``prompt``.
 
     Example:
         >>> m = AdditiveModel(n_queries=4, n_demos=6, k=2, n_instructions=1)
@@ -89,11 +84,9 @@ class AdditiveModel:
         n_demos: int,
         k: int,
         n_instructions: int,
-        n_features: int = 0,
         prior: dict[str, float] | None = None,
     ) -> None:
         self.n_queries = n_queries
-        self.n_features = n_features
         self.n_demos = n_demos
         self.k = k
         self.n_instructions = n_instructions
@@ -102,7 +95,6 @@ class AdditiveModel:
             "demo": 0.15,
             "slot": 0.07,
             "instruction": 0.3,
-            "feature": 0.1,
             "prompt": 0.15,
             **(prior or {}),
         }
@@ -110,10 +102,8 @@ class AdditiveModel:
         self.d0 = n_queries
         self.s0 = self.d0 + n_demos
         self.i0 = self.s0 + n_demos * k
-        self.f0 = self.i0 + n_instructions
-        self.p0 = self.f0 + n_features
+        self.p0 = self.i0 + n_instructions
         self.rows: list[tuple[int, tuple[int, ...], int, int, float, float]] = []
-        self.features: list[np.ndarray] = []  # per row, when n_features > 0
         self.n_prompts = 0
 
     def add(
@@ -125,16 +115,8 @@ class AdditiveModel:
         query: int,
         y: float,
         weight: float = 1.0,
-        features: np.ndarray | None = None,
     ) -> None:
-        """Record one observation (``prompt`` is a dense index of the prompt).
-
-        ``features`` is the prompt's ``x(p)``, required when the model has features.
-        """
-        if self.n_features:
-            if features is None or len(features) != self.n_features:
-                raise ValueError(f"an observation needs {self.n_features} prompt features")
-            self.features.append(np.asarray(features, dtype=np.float64))
+        """Record one observation (``prompt`` is a dense index of the prompt)."""
         self.rows.append((prompt, tuple(int(d) for d in demos), instruction, query, y, weight))
         self.n_prompts = max(self.n_prompts, prompt + 1)
 
@@ -154,8 +136,7 @@ class AdditiveModel:
                 mislabeled: their outcomes rank prompts the wrong way round).
         """
         m = self.p0 + self.n_prompts
-        keep = [i for i, r in enumerate(self.rows) if r[3] not in skip_queries]
-        rows = [self.rows[i] for i in keep]
+        rows = [r for r in self.rows if r[3] not in skip_queries] if skip_queries else self.rows
         ys = np.array([r[4] for r in rows], dtype=np.float64)
         ws = np.array([r[5] for r in rows], dtype=np.float64)
         offset = float(np.average(ys, weights=ws)) if len(ys) else 0.0
@@ -168,8 +149,7 @@ class AdditiveModel:
         prec[self.q0 : self.d0] = 1.0 / (self.prior["query"] * scale) ** 2
         prec[self.d0 : self.s0] = 1.0 / (self.prior["demo"] * scale) ** 2
         prec[self.s0 : self.i0] = 1.0 / (self.prior["slot"] * scale) ** 2
-        prec[self.i0 : self.f0] = 1.0 / (self.prior["instruction"] * scale) ** 2
-        prec[self.f0 : self.p0] = 1.0 / (self.prior["feature"] * scale) ** 2
+        prec[self.i0 : self.p0] = 1.0 / (self.prior["instruction"] * scale) ** 2
         prec[self.p0 :] = 1.0 / (self.prior["prompt"] * scale) ** 2
         a = np.diag(prec)
         b = np.zeros(m)
@@ -183,16 +163,6 @@ class AdditiveModel:
             w = ws / noise**2
             np.add.at(a, (cols[:, :, None], cols[:, None, :]), w[:, None, None])
             np.add.at(b, cols, (w * (ys - offset))[:, None])
-            if self.n_features:
-                # the dense block: features against themselves and against the sparse ones
-                x = np.array([self.features[i] for i in keep])
-                fc = np.arange(self.f0, self.p0)
-                a[np.ix_(fc, fc)] += (x * w[:, None]).T @ x
-                cross = np.zeros((m, self.n_features))
-                np.add.at(cross, cols, (w[:, None] * x)[:, None, :])
-                a[:, fc] += cross
-                a[fc, :] += cross.T
-                b[fc] += x.T @ (w * (ys - offset))
         import scipy.linalg
 
         chol = scipy.linalg.cholesky(a, lower=True)
@@ -200,33 +170,16 @@ class AdditiveModel:
         return Posterior(mean=mean, chol=chol, noise=noise, offset=offset)
 
     def prompt_value(
-        self,
-        theta: np.ndarray,
-        demos: Sequence[int],
-        instruction: int,
-        *,
-        prompt: int | None,
-        features: np.ndarray | None = None,
+        self, theta: np.ndarray, demos: Sequence[int], instruction: int, *, prompt: int | None
     ) -> float:
-        """The prompt's part of the outcome under parameters ``theta`` (queries averaged out).
-
-        ``features`` is the prompt's ``x(p)`` (left out when ``None``).
-        """
+        """The prompt's part of the outcome under parameters ``theta`` (queries averaged out)."""
         cols = self._columns(demos, instruction, prompt if prompt is not None else None)
         if prompt is not None and self.p0 + prompt >= len(theta):
             cols = cols[:-1]  # a prompt the fit has not seen yet: u_p = 0
-        value = float(theta[cols].sum())
-        if self.n_features and features is not None:
-            value += float(theta[self.f0 : self.p0] @ features)
-        return value
+        return float(theta[cols].sum())
 
     def prompt_std(
-        self,
-        post: Posterior,
-        demos: Sequence[int],
-        instruction: int,
-        prompt: int | None,
-        features: np.ndarray | None = None,
+        self, post: Posterior, demos: Sequence[int], instruction: int, prompt: int | None
     ) -> float:
         """Posterior standard deviation of :meth:`prompt_value`."""
         import scipy.linalg
@@ -234,14 +187,8 @@ class AdditiveModel:
         v = np.zeros(len(post.mean))
         cols = self._columns(demos, instruction, prompt)
         v[[c for c in cols if c < len(v)]] = 1.0
-        if self.n_features and features is not None:
-            v[self.f0 : self.p0] = features
         w = scipy.linalg.solve_triangular(post.chol, v, lower=True)
         return float(np.sqrt(w @ w))
-
-    def feature_effects(self, theta: np.ndarray) -> np.ndarray:
-        """The weights ``w`` of the prompt features under ``theta``."""
-        return theta[self.f0 : self.p0]
 
     def slot_scores(self, theta: np.ndarray) -> np.ndarray:
         """``n_demos x k``: the value of demonstration ``d`` in slot ``s`` under ``theta``."""
@@ -280,4 +227,4 @@ class AdditiveModel:
 
     def instruction_effects(self, theta: np.ndarray) -> np.ndarray:
         """Per instruction, its effect under ``theta``."""
-        return theta[self.i0 : self.f0]
+        return theta[self.i0 : self.p0]

@@ -201,14 +201,6 @@ class Optimizer(Component, ABC):
         self.seed = seed
         self.instructions = instructions
 
-    def _config_value(self, name: str, value: Any) -> Any:
-        """An embedder argument by name; the other arguments as the base class writes them."""
-        if name == "embedder":
-            from iclopt.embedders.base import embedder_config
-
-            return embedder_config(value)
-        return super()._config_value(name, value)
-
     def setup(
         self, task: Task, *, budget: int | None = None, query_budget: int | None = None
     ) -> None:

@@ -76,6 +76,16 @@ def resolve_embedder(embedder: Embedder | str | None) -> Embedder:
     return emb
 
 
+def embedder_config(embedder: Embedder | str | None) -> str | None:
+    """The JSON form of an embedder argument (its name; an object by its identity)."""
+    if embedder is None or isinstance(embedder, str):
+        return embedder
+    model = getattr(embedder, "model", "no-model")
+    if model is None:
+        return None  # the default sentence-transformers embedder
+    return model if isinstance(model, str) else embedder.identity
+
+
 @contextlib.contextmanager
 def torch_seed(seed: int) -> Iterator[None]:
     """Seed torch's CPU RNG inside the block only; the global RNG state is restored after."""
@@ -218,6 +228,10 @@ class ModelBasedOptimizer(Optimizer):
         super().__init__(k=k, seed=seed, instructions=instructions)
         self.n_init = n_init
         self.embedder = embedder
+
+    def _config_value(self, name: str, value: Any) -> Any:
+        """The embedder by name; the other arguments as the base class writes them."""
+        return embedder_config(value) if name == "embedder" else super()._config_value(name, value)
 
     def setup(
         self, task: Task, *, budget: int | None = None, query_budget: int | None = None

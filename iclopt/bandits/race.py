@@ -42,9 +42,7 @@ import numpy as np
 
 from iclopt.bandits.additive import AdditiveModel, Posterior
 from iclopt.bandits.base import Optimizer, SearchSpaceExhausted, Trial, register_optimizer
-from iclopt.bandits.prompt_features import PromptFeatures
 from iclopt.data import Task
-from iclopt.embedders.base import Embedder
 from iclopt.errors import InputDataError
 from iclopt.params import Interval
 from iclopt.prompts import Prompt
@@ -90,13 +88,6 @@ class RacingOptimizer(Optimizer):
             (see the module docstring); ``None`` turns the rule off.
         prior: Prior standard deviations of the model (see
             :class:`~iclopt.bandits.additive.AdditiveModel`).
-        features: Add shared prompt features (coverage, diversity, lengths, labels; see
-            :mod:`~iclopt.bandits.prompt_features`) to the model, and let them choose
-            among new prompts.
-        embedder: Sentence encoder of the features that need one (coverage, diversity,
-            principal components): an object, a sentence-transformers name, or ``None``
-            for the default (all-MiniLM-L6-v2, offline); without sentence-transformers
-            only the lengths and labels are used.
 
     Example:
         >>> from iclopt.datasets import get_task
@@ -133,12 +124,8 @@ class RacingOptimizer(Optimizer):
         n_finalists: int = 8,
         mislabel_quantile: float | None = None,
         prior: dict[str, float] | None = None,
-        features: bool = False,
-        embedder: Embedder | str | None = None,
     ) -> None:
         super().__init__(k=k, seed=seed, instructions=instructions)
-        self.features = features
-        self.embedder = embedder
         self.explore = explore
         self.final = final
         self.chunk = chunk
@@ -179,14 +166,11 @@ class RacingOptimizer(Optimizer):
         self.n_val_ = len(task.val)
         n_pool = len(task.pool)
         self.final_budget_ = self._final_budget(n_pool)
-        self.features_ = self._prompt_features(task) if self.features else None
-        self.x_: dict[tuple[int, ...], np.ndarray] = {}
         self.model_ = AdditiveModel(
             n_queries=self.n_val_ + n_pool,
             n_demos=n_pool,
             k=int(self.k),
             n_instructions=len(self.instructions),
-            n_features=self.features_.dim if self.features_ is not None else 0,
             prior=self.prior,
         )
         self.spent_ = 0
@@ -304,35 +288,9 @@ class RacingOptimizer(Optimizer):
         sd = self.model_.demo_std(self.post_)
         self.suspects_ = {int(i) for i in np.flatnonzero(eff + 2.0 * sd < 0.0)}
 
-    def _prompt_features(self, task: Task) -> PromptFeatures:
-        import importlib.util
-
-        from iclopt.bandits.model_based import resolve_embedder
-
-        emb = None
-        if self.embedder is not None or importlib.util.find_spec("sentence_transformers"):
-            emb = resolve_embedder(self.embedder)
-        seed = None if self.seed is None else int(self.seed) + 1
-        return PromptFeatures(task, k=int(self.k), embedder=emb, seed=seed)
-
-    def _x(self, demos: Sequence[int]) -> np.ndarray | None:
-        """The prompt features of these demonstrations (cached), ``None`` without features."""
-        if self.features_ is None:
-            return None
-        key = tuple(int(d) for d in demos)
-        if key not in self.x_:
-            self.x_[key] = self.features_(key)
-        return self.x_[key]
-
     def _value(self, theta: np.ndarray, prompt: Prompt) -> float:
         ins = self.instructions.index(prompt.instruction)
-        return self.model_.prompt_value(
-            theta,
-            prompt.demos,
-            ins,
-            prompt=self.index_.get(prompt),
-            features=self._x(prompt.demos),
-        )
+        return self.model_.prompt_value(theta, prompt.demos, ins, prompt=self.index_.get(prompt))
 
     def _ranked(self, among: Sequence[Prompt] | None = None) -> list[Prompt]:
         """Seen prompts (or ``among``) by posterior mean, best first.
@@ -353,8 +311,6 @@ class RacingOptimizer(Optimizer):
         demos = [0] * int(self.k)
         for r, c in zip(rows, cols):
             demos[c] = int(r)
-        if self.features_ is not None:
-            demos = self._improve(theta, scores, demos)
         prompt = Prompt(instruction=self.instructions[ins], demos=tuple(demos))
         if prompt not in self.index_:
             return prompt
@@ -370,45 +326,6 @@ class RacingOptimizer(Optimizer):
                 if p not in self.index_:
                     return p
         return self._random_prompt()
-
-    def _improve(self, theta: np.ndarray, scores: np.ndarray, demos: list[int]) -> list[int]:
-        """Greedy moves from the assignment under the whole value, features included.
-
-        The assignment maximizes the demonstration and slot effects only; coverage,
-        diversity and the label shares are not sums over slots, so single replacements
-        (among each slot's 20 best demonstrations) and swaps are tried while one helps.
-        """
-        w = self.model_.feature_effects(theta)
-        k = int(self.k)
-
-        def value(ds: Sequence[int]) -> float:
-            x = self._x(ds)
-            assert x is not None
-            return float(scores[list(ds), range(k)].sum() + w @ x)
-
-        best, best_v = list(demos), value(demos)
-        top = np.argsort(-scores, axis=0)[:20]
-        for _ in range(3):
-            moved = False
-            for s in range(k):
-                for d in top[:, s]:
-                    if int(d) in best or scores[int(d), s] <= -1e8:
-                        continue
-                    cand = list(best)
-                    cand[s] = int(d)
-                    v = value(cand)
-                    if v > best_v + 1e-12:
-                        best, best_v, moved = cand, v, True
-            for s in range(k):
-                for t in range(s + 1, k):
-                    cand = list(best)
-                    cand[s], cand[t] = cand[t], cand[s]
-                    v = value(cand)
-                    if v > best_v + 1e-12:
-                        best, best_v, moved = cand, v, True
-            if not moved:
-                break
-        return best
 
     def _allowed(self, scores: np.ndarray) -> np.ndarray:
         """Slot scores with mislabeled items out of reach (while enough others are left)."""
@@ -568,7 +485,6 @@ class RacingOptimizer(Optimizer):
                 query=col,
                 y=y,
                 weight=w,
-                features=self._x(prompt.demos),
             )
             self.scored_[prompt].add(col)
             if col < self.n_val_:
@@ -608,9 +524,7 @@ class RacingOptimizer(Optimizer):
             if self.finalists_
             else "highest posterior mean",
             "effect": self._value(post.mean, best),
-            "posterior_std": self.model_.prompt_std(
-                post, best.demos, ins, self.index_[best], self._x(best.demos)
-            ),
+            "posterior_std": self.model_.prompt_std(post, best.demos, ins, self.index_[best]),
             "queries": len(self.scored_[best]),
             "finalists": [
                 {

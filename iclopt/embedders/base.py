@@ -11,7 +11,7 @@ import numpy as np
 
 from iclopt.store import SQLiteStore
 
-__all__ = ["Embedder", "EmbeddingCache", "embedder_config"]
+__all__ = ["Embedder", "EmbeddingCache"]
 
 
 class EmbeddingCache(SQLiteStore[np.ndarray]):
@@ -70,13 +70,3 @@ class Embedder(ABC):
             if self.cache is not None:
                 self.cache.put_many(new)
         return np.stack([found[k] for k in keys])
-
-
-def embedder_config(embedder: Embedder | str | None) -> str | None:
-    """The JSON form of an embedder argument (its name; an object by its identity)."""
-    if embedder is None or isinstance(embedder, str):
-        return embedder
-    model = getattr(embedder, "model", "no-model")
-    if model is None:
-        return None  # the default sentence-transformers embedder
-    return model if isinstance(model, str) else embedder.identity
