@@ -95,6 +95,7 @@ def test_smoke_every_dspy_optimizer_runs_resumes_and_reports(smol, bench, tmp_pa
     doc.write_text("# Results\n\nWritten by hand, kept.\n")
     csv = tmp_path / "peers.csv"
     args = [*TINY, "--bench", str(bench), "--out", str(out), "--doc", str(doc), "--csv", str(csv)]
+    args += ["--cache", str(tmp_path / "cache.sqlite")]  # never the benchmark's shared cache
     written = peers.main(args, llm=smol)
     assert len(written) == len(METHODS)
     rows = {json.loads(p.read_text())["method"]: json.loads(p.read_text()) for p in written}
