@@ -50,7 +50,7 @@ import numpy as np
 import search
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT.parent / "shared" / "benchmarks" / "instruction_induction"
+BENCH = search.BENCH
 ICLOPT_METHODS = ["default", "best-of-n", "similarity", "uncertainty", "entropy", "random"]
 DSPY_OPTIMIZERS = ["labeled", "bootstrap-rs", "knn", "mipro", "simba", "gepa"]
 ADAPTERS = ["chat", "completion"]
@@ -80,8 +80,6 @@ def load(task: str, args: Any) -> tuple[Any, list[Any]]:
     The search benchmark's loader (``experiments/search.py``), so that both benchmarks
     see the same pools (``NAME+flipP`` included), validation queries and test sets.
     """
-    import search
-
     return search.load(
         task,
         bench=args.bench,
