@@ -117,3 +117,16 @@ def test_prefix_groups():
     seqs = [[1, 2, 3, 4, 9], [1, 2, 3, 4, 8], [7, 7, 7, 7, 7], [1, 2, 3, 5]]
     groups = _prefix_groups(seqs, [len(s) - 1 for s in seqs], min_prefix=3)
     assert sorted((p, sorted(r)) for p, r in groups) == [(0, [2]), (3, [0, 1, 3])]
+
+
+def test_cache_passed_under_the_models_current_name(smol, prompts):
+    """transformers 5.24 renamed ``past_key_values`` (removed in 5.40): no deprecated path."""
+    import warnings
+
+    smol.prefix_cache = True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = smol.generate(prompts[:3], max_new_tokens=3, stop=["\n"])
+        smol.score(prompts[:3], [" positive"] * 3)
+    assert {w.strip() for w in out} <= {"positive", "negative"}
+    assert not [w for w in caught if "past_key_values" in str(w.message)]

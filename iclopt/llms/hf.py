@@ -86,6 +86,7 @@ class HFModel(WhiteBoxLLM):
         self.num_threads = num_threads
         self._model: Any = None
         self._tok: Any = None
+        self._cache_kw = "past_key_values"  # set from the model's forward in load()
         #: Tokens fed to the model (pads included) and real tokens, since creation.
         self.tokens_fed = 0
         self.forward_calls = 0
@@ -131,6 +132,7 @@ class HFModel(WhiteBoxLLM):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputDataError(f"cannot load model {self.model!r}: {first}") from None
         self._model.eval()
+        self._cache_kw = cache_argument(self._model)
         if self._tok.pad_token_id is None:
             self._tok.pad_token = self._tok.eos_token
         return self
@@ -193,7 +195,7 @@ class HFModel(WhiteBoxLLM):
         return out
 
     def _prefix_cache(self, prefix: Sequence[int]) -> Any:
-        return self._prefix_pass(prefix).past_key_values
+        return output_cache(self._prefix_pass(prefix))
 
     def _run_after(
         self,
@@ -231,9 +233,9 @@ class HFModel(WhiteBoxLLM):
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=keep,
+            **{self._cache_kw: cache},
             output_hidden_states=output_hidden_states,
         )
         self.tokens_fed += b * s
@@ -249,7 +251,7 @@ class HFModel(WhiteBoxLLM):
             ``(logits B x keep x V, cache, attention mask B x (p+S), last positions B)``.
         """
         out, mask, pos = self._run_after(prefix_cache, p, rows, keep)
-        return out.logits, out.past_key_values, mask, pos[:, -1]
+        return out.logits, output_cache(out), mask, pos[:, -1]
 
     def _batches(
         self, p: int, rows: list[int], seqs: Sequence[Sequence[int]], passes: int = 1
@@ -401,9 +403,9 @@ class HFModel(WhiteBoxLLM):
                 input_ids=nxt[:, None],
                 attention_mask=mask,
                 position_ids=last[:, None],
-                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{self._cache_kw: cache},
             )
             self.tokens_fed += len(active)
             self.forward_calls += 1
@@ -511,8 +513,8 @@ class HFModel(WhiteBoxLLM):
             input_ids=ids,
             attention_mask=torch.cat([mask[idx], cmask], dim=1),
             position_ids=pos,
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_kw: cache},
         )
         self.tokens_fed += ids.numel()
         self.forward_calls += 1
@@ -592,7 +594,7 @@ class HFModel(WhiteBoxLLM):
             demo = head.hidden_states[layer][0, list(positions)].double().numpy()
             for batch in self._batches(p, list(range(len(seqs))), seqs):
                 res, _, _ = self._run_after(
-                    head.past_key_values,
+                    output_cache(head),
                     p,
                     [seqs[i][p:] for i in batch],
                     keep=1,
@@ -602,6 +604,23 @@ class HFModel(WhiteBoxLLM):
                 for j, i in enumerate(batch):
                     last[i] = hs[j, -1].double().numpy()
         return demo, np.stack(last), self.tokens_fed - fed
+
+
+def cache_argument(model: Any) -> str:
+    """The name under which ``model``'s forward takes its key/value cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns and goes
+    in 5.40); iclopt supports transformers from 4.46, which know only the old one.
+    """
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The key/value cache of a model output, under either name (see :func:`cache_argument`)."""
+    return out["cache"] if "cache" in out else out.past_key_values
 
 
 def __getattr__(name: str) -> Any:
