@@ -18,7 +18,8 @@ finishes); a rerun only runs what is missing; ``--report-only`` writes the table
     python experiments/search.py --report-only
 
 Methods may be variants, ``race@pool_queries=false``; ``best-of-n@x5`` is best-of-n at five
-times the calls (the ceiling reference).
+times the calls (the ceiling reference); ``race@scoring=prefix`` searches with another
+scorer (the chosen prompt is still tested on the task metric).
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any], float]:
         ('race', {'chunk': 6}, 5.0)
         >>> parse_method("race@x0.2")
         ('race', {}, 0.2)
+        >>> parse_method("race@scoring=prefix")
+        ('race', {'scoring': 'prefix'}, 1.0)
     """
     name, *pairs = spec.split("@")
     kw: dict[str, Any] = {}
@@ -146,7 +149,10 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any], float]:
             mult = float(pair[1:])
             continue
         key, _, value = pair.partition("=")
-        kw[key] = json.loads(value)
+        try:
+            kw[key] = json.loads(value)
+        except ValueError:  # a bare word: a name (race@scoring=prefix)
+            kw[key] = value
     return name, kw, mult
 
 
@@ -161,6 +167,7 @@ def run_one(spec: str, method: str, seed: int, args: Any, ctx: dict[str, Any]) -
     task, indist = ctx["tasks"][spec]
     llm, store = ctx["llm"], ctx["cache"]
     name, overrides, mult = parse_method(method)
+    scoring = overrides.pop("scoring", "auto")  # the search's scorer; tests use the metric
     cls = OPTIMIZERS.get(name)
     kwargs: dict[str, Any] = {"k": args.k, "seed": seed, **overrides}
     if issubclass(cls, ModelBasedOptimizer):
@@ -170,13 +177,13 @@ def run_one(spec: str, method: str, seed: int, args: Any, ctx: dict[str, Any]) -
             ctx["embedder"] = default_embedder()
         kwargs["embedder"] = ctx["embedder"]
     opt = cls(**kwargs)
-    probe = Evaluator(task, llm, cache=store)
+    probe = Evaluator(task, llm, cache=store, scoring=scoring)
     cpq = probe.calls_per_query()
     evaluations = max(1, round(args.evaluations * mult))
     cap = evaluations * len(task.val) * cpq
     races = cls.partial_evaluations
     budget = Budget(max_evaluations=None if races else evaluations, max_llm_calls=cap)
-    ev = Evaluator(task, llm, cache=store, budget=budget)
+    ev = Evaluator(task, llm, cache=store, budget=budget, scoring=scoring)
     marks = [int(c * cap) for c in CHECKPOINTS]
     at: dict[float, Any] = {}
     spent = [0]

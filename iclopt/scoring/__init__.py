@@ -7,6 +7,7 @@ generate      greedy text  the task metric
 labels        label argmax the task metric
 label-prob    label argmax the gold label's probability (normalized)
 gold-logprob  greedy text  the gold answer's log-likelihood per token
+prefix        greedy text  the metric, with partial credit for a correct start
 ============= ============ ==================================================
 
 ``"auto"`` (the default of the evaluator) is ``label-prob`` for a classification task
@@ -19,6 +20,7 @@ from iclopt.scoring.base import SCORERS, Scorer, gold_label_logprob, register_sc
 from iclopt.scoring.generate import GenerateScorer
 from iclopt.scoring.gold_logprob import GoldLogprobScorer
 from iclopt.scoring.labels import LabelProbScorer, LabelScorer
+from iclopt.scoring.prefix import PrefixScorer
 
 __all__ = [
     "SCORERS",
@@ -26,6 +28,7 @@ __all__ = [
     "GoldLogprobScorer",
     "LabelProbScorer",
     "LabelScorer",
+    "PrefixScorer",
     "Scorer",
     "gold_label_logprob",
     "register_scorer",
