@@ -117,14 +117,38 @@ class TemplateStyle(str, Enum):
     chat = "chat"
 
 
-class ScoringMode(str, Enum):
-    """How a prompt's answers are obtained."""
+def _scoring_modes() -> Any:
+    """``auto`` and every registered scorer, as the choices of ``--scoring``."""
+    from iclopt.scoring import SCORERS
 
-    auto = "auto"
-    generate = "generate"
-    labels = "labels"
-    label_prob = "label-prob"
-    gold_logprob = "gold-logprob"
+    names = ["auto", *SCORERS.names()]
+    return Enum("ScoringMode", {n.replace("-", "_"): n for n in names}, type=str)
+
+
+def _scoring_help() -> str:
+    from iclopt.scoring import SCORERS
+
+    each = "; ".join(
+        f"'{n}': {(SCORERS.get(n).__doc__ or '').strip().splitlines()[0].rstrip('.')}"
+        for n in SCORERS.names()
+    )
+    return (
+        "How a query is answered and measured; the score is always the task metric, the "
+        "signal is what a search learns from. 'auto': label-prob for classification tasks, "
+        f"else generate; {each}."
+    )
+
+
+if typing.TYPE_CHECKING:
+
+    class ScoringMode(str, Enum):
+        """How a prompt's answers are obtained (the members are built at run time)."""
+
+        auto = "auto"
+
+else:
+    #: How a prompt's answers are obtained: ``auto`` or a registered scorer's name.
+    ScoringMode = _scoring_modes()
 
 
 # Options shared by `optimize` and `compare`.
@@ -185,10 +209,7 @@ O_TEMPLATE = typer.Option(
     TemplateStyle.completion,
     help="'completion' (Input:/Output: text) or 'chat' (the model's chat template).",
 )
-O_SCORING = typer.Option(
-    ScoringMode.auto,
-    help="How a query is answered and measured (see `iclopt methods`): 'generate' (greedy answer, then the metric), 'labels' (most likely label), 'label-prob' (most likely label; the gold label's probability is the signal a search learns from), 'gold-logprob' (greedy answer; the gold answer's likelihood as the signal, one more call per query), or 'auto' (label-prob for classification tasks, else generate). The score is always the task metric.",
-)
+O_SCORING = typer.Option(ScoringMode.auto, help=_scoring_help())
 O_MAX_NEW_TOKENS = typer.Option(
     None,
     min=1,
@@ -486,9 +507,10 @@ def load_llm(
 
 
 def describe(the_task: Any, llm: Any, scoring: ScoringMode) -> None:
-    labels = scoring in (ScoringMode.labels, ScoringMode.label_prob) or (
-        scoring == ScoringMode.auto and the_task.labels
-    )
+    from iclopt.scoring import SCORERS
+
+    by_labels = scoring.value != "auto" and SCORERS.get(scoring.value).mode == "labels"
+    labels = by_labels or (scoring == ScoringMode.auto and bool(the_task.labels))
     labels = labels and llm.scores_logprobs()  # an API server may return no log-probabilities
     metric = the_task.metric if isinstance(the_task.metric, str) else "custom"
     err.print(
