@@ -59,9 +59,10 @@ def score_task(spec: str, n_prompts: int, ctx: dict[str, Any], out: Path) -> Non
     task, indist = S.load(spec)
     ev = Evaluator(task, ctx["llm"], cache=ctx["cache"])
     rng = np.random.default_rng(20261202)
-    draws = [tuple(int(i) for i in rng.choice(len(task.pool), 5, replace=False))]
-    while len(draws) < n_prompts:
-        draws.append(tuple(int(i) for i in rng.choice(len(task.pool), 5, replace=False)))
+    draws = [
+        tuple(int(i) for i in rng.choice(len(task.pool), 5, replace=False))
+        for _ in range(n_prompts)
+    ]
     for demos in draws[len(have) :]:
         p = Prompt(None, demos)
         val = ev.evaluate(p, task.val).per_example

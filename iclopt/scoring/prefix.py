@@ -51,10 +51,11 @@ class PrefixScorer(Scorer):
     The signal is ``(2 * metric + prefix share) / 3``: an exact answer scores 1, a wrong
     one the share of the gold answer it gets right from the start (:func:`prefix_share`)
     over 3, so an exact answer outranks every near one. It uses the greedy answer that
-    the metric judges, so it costs no extra call. Measured on SmolLM2
-    (``experiments/search_signals.py``): choosing among random prompts by it picks
-    better prompts than accuracy on the validation queries where answers are sentences
-    (``active_to_passive_v1``) and as good ones where they are words or letters.
+    the metric judges, so it costs no extra call. Measured on SmolLM2: choosing among
+    random prompts by it picks better ones than accuracy where answers are sentences
+    (``experiments/search_signals.py``, ``active_to_passive_v1``), but ``race`` searching
+    with it chose worse prompts than with the metric on word and letter answers (the
+    search benchmark, docs/benchmarks.md), so it is not a default.
     """
 
     mode = "generate"
