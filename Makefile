@@ -6,6 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
+# pytest workers (pytest-xdist), one per core of the 2-core machines this runs on
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install install-dev lint bench peers clean
 
@@ -35,7 +37,7 @@ demo: $(STAMP)
 test: $(DEVSTAMP)
 	$(BIN)/ruff check iclopt tests experiments
 	$(BIN)/mypy iclopt
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check iclopt tests experiments
