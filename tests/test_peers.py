@@ -117,7 +117,8 @@ def test_smoke_every_dspy_optimizer_runs_resumes_and_reports(smol, bench, tmp_pa
     assert rows["dspy:knn:completion"]["test_calls_per_query"]["execute"] > 1
     text = doc.read_text()
     assert text.startswith("# Results\n\nWritten by hand, kept.\n")
-    assert text.count(peers.BEGIN) == 1 and text.count(peers.END) == 1
+    marks = _module("peers_report")
+    assert text.count(marks.BEGIN) == 1 and text.count(marks.END) == 1
     for method in METHODS:
         assert f"| {method} |" in text
     assert "iclopt's default minus each other method" in text
