@@ -47,7 +47,7 @@ lint: $(DEVSTAMP)
 bench: $(STAMP)
 	$(BIN)/python experiments/bench_eval.py
 
-# iclopt vs DSPy's optimizers: runs what is missing under runs/peers, rewrites docs/results.md
+# iclopt vs DSPy's optimizers: runs the cells missing under experiments/results/peers, rewrites docs/results.md
 peers: $(DEVSTAMP)
 	$(BIN)/python experiments/peers.py
 

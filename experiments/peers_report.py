@@ -167,9 +167,18 @@ def report(args: Any) -> str:
     except ImportError:
         log.warning("matplotlib missing: no plot")
     commands = sorted({r["command"] for r in rows})
+    hours = sum(float(r.get("seconds") or 0.0) for r in rows) / 3600
     machines = {json.dumps(r["machine"], sort_keys=True) for r in rows}
     lines += [
-        "Reproduce (each run records its command; `--report-only` rewrites this section):",
+        "Reproduce from a fresh clone with one command,",
+        "",
+        "    make peers",
+        "",
+        "(it installs the dev extras, DSPy's `bench` extra included, then runs",
+        "`python experiments/peers.py`): it runs every missing cell of the default suite (8 tasks, seeds 0-2) and rewrites this",
+        f"section ({hours:.0f} hours of recorded run time here, on a cache shared with the "
+        "search benchmark; committed cells are not run again). The cells above were run across sessions with these commands "
+        "(each run records its own; `--report-only` rewrites this section):",
         "",
     ]
     again = "python experiments/peers.py --report-only"
