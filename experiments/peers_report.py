@@ -175,10 +175,11 @@ def report(args: Any) -> str:
         "    make peers",
         "",
         "(it installs the dev extras, DSPy's `bench` extra included, then runs",
-        "`python experiments/peers.py`): it runs every missing cell of the default suite (8 tasks, seeds 0-2) and rewrites this",
-        f"section ({hours:.0f} hours of recorded run time here, on a cache shared with the "
-        "search benchmark; committed cells are not run again). The cells above were run across sessions with these commands "
-        "(each run records its own; `--report-only` rewrites this section):",
+        "`python experiments/peers.py`): it runs every missing cell of the default suite",
+        f"(8 tasks, seeds 0-2) and rewrites this section ({hours:.0f} hours of recorded run time",
+        "here, on a cache shared with the search benchmark; committed cells are not run again).",
+        "The cells above were run across sessions with these commands (each run records its",
+        "own; `--report-only` rewrites this section):",
         "",
     ]
     again = "python experiments/peers.py --report-only"
