@@ -29,14 +29,8 @@ from iclopt.reports.attribution import (
     verdicts,
     write_attribution,
 )
-from iclopt.reports.run import (
-    html_run_report,
-    is_partial,
-    score_rows,
-    trace_figure,
-    trace_points,
-    write_run_report,
-)
+from iclopt.reports.run import html_run_report, trace_figure, write_run_report
+from iclopt.reports.run_data import is_partial, score_rows, trace_points
 from iclopt.results import OptimizationResult
 
 runner = CliRunner()

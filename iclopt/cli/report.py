@@ -32,7 +32,8 @@ def render_report(
         The files written, the report first.
     """
     from iclopt.attribution.base import Attribution
-    from iclopt.reports.run import check_inputs, load_comparison, write_run_report
+    from iclopt.reports.run import write_run_report
+    from iclopt.reports.run_data import check_inputs, load_comparison
     from iclopt.results import OptimizationResult
 
     res = result if result is not None else OptimizationResult.load(result_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from iclopt.reports.comparison import write_comparison
-from iclopt.reports.run import load_comparison, write_run_report
+from iclopt.reports.run import write_run_report
+from iclopt.reports.run_data import load_comparison
 
 __all__ = ["load_comparison", "write_comparison", "write_run_report"]
