@@ -153,6 +153,39 @@ def headroom(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bootstrap_filter(out: Path) -> str:
+    """Would DSPy's bootstrap filter have picked better finalists?
+
+    BootstrapFewShot keeps a demonstration only where the model answers it right as a
+    query. Here a pool item's *ease* is its mean metric as a query over a cell's
+    finalists (the ones not showing it); a finalist's ease is the mean ease of its
+    demonstrations. The line reports how that correlates with the finalist's
+    in-distribution test score within each cell.
+    """
+    corr: dict[str, float] = {}
+    for f in sorted(out.glob("*__s*.json")):
+        fin = json.loads(f.read_text())["finalists"]
+        nv, k = fin[0]["n_val"], len(fin[0]["demos"])
+        n_pool = len(fin[0]["labelled"]) - nv + k
+        seen = np.full((len(fin), n_pool), np.nan)
+        for a, r in enumerate(fin):
+            cols = [i for i in range(n_pool) if i not in set(r["demos"])]
+            seen[a, cols] = np.array(r["labelled"])[nv:, 0]
+        ease = np.nanmean(seen, axis=0)
+        demo_ease = [float(np.nanmean(ease[r["demos"]])) for r in fin]
+        corr[f.stem] = float(np.corrcoef(demo_ease, [r["indist"] for r in fin])[0, 1])
+    if not corr:
+        return ""
+    v = np.array(list(corr.values()))
+    lo, hi = min(corr, key=corr.__getitem__), max(corr, key=corr.__getitem__)
+    return (
+        f"Bootstrap filter: within-cell correlation of the finalists' demonstration ease with "
+        f"their in-distribution test score, mean {v.mean():+.2f} over {len(v)} cells "
+        f"(positive in {int((v > 0).sum())}; lowest {corr[lo]:+.2f} {lo}, "
+        f"highest {corr[hi]:+.2f} {hi})\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT)
@@ -174,6 +207,7 @@ def main() -> None:
             score_cell(spec, int(seed), ctx, args.out)
     print(report(args.out))
     print(headroom(args.out))
+    print(bootstrap_filter(args.out))
 
 
 if __name__ == "__main__":
