@@ -83,12 +83,6 @@ class RacingOptimizer(Optimizer):
         replace_share: Share of the model-guided steps that replace the incumbent's most
             harmful demonstration instead of a Thompson draw.
         n_finalists: Prompts entering successive halving.
-        finalist_overlap: At most this many demonstrations shared by any two finalists
-            (the best-ranked prompts that keep to it; the others fill up when too few
-            do); ``None`` for the top ``n_finalists`` by posterior mean whatever they share.
-        finalist_optimism: Finalists are ranked by posterior mean plus this many posterior
-            standard deviations (0: by the mean), so that a prompt scored on few queries
-            can enter the halving, which then scores it on more.
         mislabel_quantile: A pool item scored as a query at least 3 times whose ease is
             below this quantile of the validation queries' ease is taken as mislabeled
             (see the module docstring); ``None`` turns the rule off.
@@ -112,8 +106,6 @@ class RacingOptimizer(Optimizer):
         "replace_share": [Interval(float, 0.0, 1.0)],
         "chunk": [Interval(int, 2, None)],
         "n_finalists": [Interval(int, 1, None)],
-        "finalist_overlap": [Interval(int, 0, None), None],
-        "finalist_optimism": [Interval(float, 0.0, None)],
         "mislabel_quantile": [Interval(float, 0.0, 1.0), None],
     }
 
@@ -130,8 +122,6 @@ class RacingOptimizer(Optimizer):
         pool_weight: float = 0.5,
         replace_share: float = 0.25,
         n_finalists: int = 8,
-        finalist_overlap: int | None = None,
-        finalist_optimism: float = 0.0,
         mislabel_quantile: float | None = None,
         prior: dict[str, float] | None = None,
     ) -> None:
@@ -143,8 +133,6 @@ class RacingOptimizer(Optimizer):
         self.pool_weight = pool_weight
         self.replace_share = replace_share
         self.n_finalists = n_finalists
-        self.finalist_overlap = finalist_overlap
-        self.finalist_optimism = finalist_optimism
         self.mislabel_quantile = mislabel_quantile
         self.prior = prior
 
@@ -432,7 +420,7 @@ class RacingOptimizer(Optimizer):
     def _halving(self) -> Trial | None:
         """Successive halving: each round scores every survivor on as many new queries."""
         if not self.finalists_:
-            self.finalists_ = self._pick_finalists()
+            self.finalists_ = self._ranked()[: self.n_finalists]
             self.final_round_ = 0
             self._plan_round()
         while not self.final_queue_:
@@ -453,36 +441,6 @@ class RacingOptimizer(Optimizer):
         if trial is None:  # this one has no query left: the next one, or the next round
             return self._halving()
         return trial
-
-    def _pick_finalists(self) -> list[Prompt]:
-        """The prompts entering the halving: the best by posterior mean, kept apart.
-
-        A neighbour of a lucky prompt shares its (partly lucky) demonstration effects;
-        with ``finalist_overlap`` set, prompts that share more than that many
-        demonstrations with a better-ranked finalist give way to the next ones.
-        """
-        ranked = self._ranked()
-        if self.finalist_optimism:
-            post, c = self._posterior(), float(self.finalist_optimism)
-
-            def upper(p: Prompt) -> float:
-                ins = self.instructions.index(p.instruction)
-                sd = self.model_.prompt_std(post, p.demos, ins, self.index_[p])
-                return self._value(post.mean, p) + c * sd
-
-            ranked = sorted(ranked, key=lambda p: (not self._clean(p), -upper(p)))
-        n = int(self.n_finalists)
-        if self.finalist_overlap is None:
-            return ranked[:n]
-        cap = int(self.finalist_overlap)
-        chosen: list[Prompt] = []
-        for p in ranked:
-            if len(chosen) == n:
-                break
-            if all(len(set(p.demos) & set(q.demos)) <= cap for q in chosen):
-                chosen.append(p)
-        rest = [p for p in ranked if p not in chosen]
-        return chosen + rest[: n - len(chosen)]
 
     def _plan_round(self) -> None:
         left = self.total_ - self.spent_
