@@ -58,6 +58,24 @@ DROPPED = {
         "random prompts' validation scores (sd 0.07) is the binomial noise of 20 queries "
         "(0.10): exemplar choice does not matter there"
     ),
+    # probed 2026-12-03 (best-of-n, seed 0) as fresh held-out tasks; rhymes_v1 was kept
+    "second_word_letter_v1": (
+        "the spread of random prompts' validation scores (sd 0.05, mean 0.10) is below the "
+        "binomial noise of 20 queries (0.07): exemplar choice does not matter there"
+    ),
+    "synonyms_v1": "SmolLM2 is at the floor (validation mean 0.01, test 0.01-0.04)",
+    "auto_categorization_v1": (
+        "near the floor (validation mean 0.05) and the spread (sd 0.056) is the binomial "
+        "noise of 20 queries (0.050)"
+    ),
+    "sentence_similarity_v1": (
+        "spread only a little above noise (sd 0.086 against 0.069, mean 0.11) and about 5 "
+        "minutes a cell here; not run further for lack of time"
+    ),
+    "num_to_verbal_v1": (
+        "59 of its 100 test answers are longer than the 8-token generation cap (stopped "
+        "before its first cell finished)"
+    ),
 }
 #: Tasks looked at while the default method was designed (the flipped ones while its
 #: mislabeled-query rule was); the others were not.
