@@ -63,12 +63,10 @@ def _cells(pattern: str) -> list[dict]:
 
 
 def _t_interval(d: np.ndarray) -> str:
-    from scipy import stats
-
-    if len(d) < 2:
-        return f"{100 * d.mean():+.1f}"
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return f"{100 * d.mean():+.1f} [{100 * (d.mean() - half):+.1f}, {100 * (d.mean() + half):+.1f}]"
+    mean, lo, hi = S._ci(list(d))
+    if np.isnan(lo):
+        return f"{100 * mean:+.1f}"
+    return f"{100 * mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
 def construct(spec: str, x: np.ndarray, y: np.ndarray, ctx: dict, k: int = 5) -> dict:
@@ -116,8 +114,9 @@ def main() -> None:
     print("| task | " + " | ".join(f"N = {n}" for n in SIZES) + " |")
     print("|---|" + "---|" * len(SIZES))
     runs: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    pools = {spec: len(S.load(spec)[0].pool) for spec in S.TASKS}
     for spec in S.TASKS:
-        n_pool = len(S.load(spec)[0].pool)
+        n_pool = pools[spec]
         cells = _cells(f"experiments/results/search/{spec}__best-of-n__s*.json")
         runs[spec] = {
             c["seed"]: (
@@ -143,11 +142,11 @@ def main() -> None:
     print("Prompts with an in-distribution test score: the fit on the other runs' random")
     print("prompts against that score; over race's finalists, the finalist it ranks first")
     print("against the halving's answer (in-distribution, points):")
-    print("| task | prompts | r with test score | r of the validation signal | finalist cells |")
-    print("|---|---|---|---|---|")
+    print("| task | prompts | r with test score | finalist cells |")
+    print("|---|---|---|---|")
     diffs = []
     for spec in S.TASKS:
-        n_pool = len(S.load(spec)[0].pool)
+        n_pool = pools[spec]
 
         def fit_without(seed: int, spec: str = spec) -> Ridge:
             rest = [v for s, v in runs[spec].items() if s != seed]
@@ -156,7 +155,7 @@ def main() -> None:
             )
 
         fits = {s: fit_without(s) for s in runs[spec]}
-        pred, test, sig = [], [], []
+        pred, test = [], []
         seen: set[tuple[tuple[int, ...], int]] = set()
         for c in _cells(f"experiments/results/search*/{spec}__*.json"):
             if not isinstance(c.get("final"), dict) or c.get("indist") is None:
@@ -167,10 +166,7 @@ def main() -> None:
             seen.add(key)
             pred.append(fits[c["seed"]].predict(_indicators([c["final"]["demos"]], n_pool))[0])
             test.append(float(c["indist"]))
-            final_trials = [e for e in c["trace"] if e["demos"] == c["final"]["demos"]]
-            sig.append(np.mean([e["signal"] for e in final_trials]) if final_trials else np.nan)
-        pred_a, test_a, sig_a = np.array(pred), np.array(test), np.array(sig)
-        ok = ~np.isnan(sig_a)
+        pred_a, test_a = np.array(pred), np.array(test)
         task_diffs = []
         for path in sorted(S.ROOT.glob(f"experiments/results/search-finalists/{spec}__s*.json")):
             c, seed = json.loads(path.read_text()), int(path.stem.rsplit("__s", 1)[1])
@@ -182,7 +178,7 @@ def main() -> None:
         diffs += task_diffs
         print(
             f"| {spec}{star[spec]} | {len(test_a)} | {_corr(pred_a, test_a):+.2f} | "
-            f"{_corr(sig_a[ok], test_a[ok]):+.2f} | {len(task_diffs)}: "
+            f"{len(task_diffs)}: "
             f"{_t_interval(np.array(task_diffs)) if task_diffs else '-'} |"
         )
     print(f"\nAll finalist cells ({len(diffs)}): {_t_interval(np.array(diffs))} points")
